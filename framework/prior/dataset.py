@@ -1,0 +1,64 @@
+"""Training images of the bundled prior: procedural objects seen by the SDS camera distribution."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from framework.cameras.distribution import OrbitDistribution
+from framework.guidance.prompts import VIEWS, view_dependent_prompt, view_index
+from framework.world.objects import COLOURS, OBJECTS, caption
+from framework.world.render import render_object
+
+COLOUR_NAMES = tuple(COLOURS)
+OBJECT_NAMES = tuple(OBJECTS)
+
+
+@dataclass
+class RenderedSet:
+    images: Tensor  # [N, H, W, 3] uint8
+    colour: Tensor  # [N] index into COLOUR_NAMES
+    object: Tensor  # [N] index into OBJECT_NAMES
+    view: Tensor  # [N] index into VIEWS
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+def render_set(size: int, resolution: int, seed: int, chunk: int = 64) -> RenderedSet:
+    """`size` renders with colour and object drawn uniformly and cameras from the SDS sampler's
+    default distribution, deterministic in `seed`."""
+    generator = torch.Generator().manual_seed(seed)
+    distribution = OrbitDistribution()
+    colour = torch.randint(len(COLOUR_NAMES), (size,), generator=generator)
+    obj = torch.randint(len(OBJECT_NAMES), (size,), generator=generator)
+    images = torch.empty(size, resolution, resolution, 3, dtype=torch.uint8)
+    views = torch.empty(size, dtype=torch.long)
+    for start in tqdm(range(0, size, chunk), desc="rendering prior data", unit="chunk"):
+        stop = min(size, start + chunk)
+        cameras = distribution.sample(stop - start, resolution, generator)
+        views[start:stop] = view_index(cameras.elevation_deg, cameras.azimuth_deg)
+        # Group by (object, colour) so every sphere trace sees one SDF.
+        for key in torch.unique(obj[start:stop] * len(COLOUR_NAMES) + colour[start:stop]):
+            o, c = divmod(int(key), len(COLOUR_NAMES))
+            rows = ((obj[start:stop] == o) & (colour[start:stop] == c)).nonzero(as_tuple=True)[0]
+            rgb, _ = render_object(OBJECTS[OBJECT_NAMES[o]], COLOUR_NAMES[c], cameras.subset(rows))
+            images[start + rows] = (rgb * 255).round().to(torch.uint8)
+    return RenderedSet(images, colour, obj, views)
+
+
+def captions_for(data: RenderedSet, index: Tensor, generator: torch.Generator, drop_prob: float, plain_prob: float) -> list[str]:
+    """Captions for rows `index`: "a {colour} {object}, {view} view"; with probability
+    `plain_prob` without the view suffix, with probability `drop_prob` empty (classifier-free
+    guidance)."""
+    u = torch.rand(len(index), 2, generator=generator)
+    captions = []
+    for row, (drop, plain) in zip(index.tolist(), u.tolist()):
+        text = caption(COLOUR_NAMES[data.colour[row]], OBJECT_NAMES[data.object[row]])
+        if plain >= plain_prob:
+            text = view_dependent_prompt(text, VIEWS[data.view[row]])
+        captions.append("" if drop < drop_prob else text)
+    return captions

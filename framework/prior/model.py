@@ -1,0 +1,90 @@
+"""Architecture of the bundled prior: a small pixel-space text-to-image model in the DeepFloyd IF
+stage-I layout (T5 encoder, UNet2DConditionModel with text-pooled time embedding, DDPM scheduler),
+so the same guidance class that loads IF loads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from diffusers import DDPMScheduler, UNet2DConditionModel
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
+
+from framework.guidance.prompts import VIEWS
+from framework.world.objects import COLOURS, OBJECTS
+
+PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
+MAX_TOKENS = 12
+_EXTRA_WORDS = ("a", "an", "the", "of", "view", ",")
+
+
+@dataclass(frozen=True)
+class PriorArchitecture:
+    resolution: int = 64
+    text_width: int = 128
+    text_layers: int = 2
+    block_channels: tuple[int, ...] = (24, 48, 96, 128)
+    layers_per_block: int = 1
+    attention_head_dim: int = 32
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over the bundled world's vocabulary (unknown words map to <unk>)."""
+    words = [PAD, EOS, UNK, *_EXTRA_WORDS, *COLOURS, *OBJECTS, *VIEWS]
+    vocab = {word: i for i, word in enumerate(dict.fromkeys(words))}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    core.normalizer = normalizers.Lowercase()
+    core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Punctuation()])
+    core.post_processor = processors.TemplateProcessing(single=f"$A {EOS}", special_tokens=[(EOS, vocab[EOS])])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token=PAD, eos_token=EOS, unk_token=UNK, model_max_length=MAX_TOKENS
+    )
+
+
+def build_text_encoder(arch: PriorArchitecture, vocab_size: int) -> T5EncoderModel:
+    config = T5Config(
+        vocab_size=vocab_size,
+        d_model=arch.text_width,
+        d_kv=arch.text_width // 4,
+        d_ff=2 * arch.text_width,
+        num_layers=arch.text_layers,
+        num_heads=4,
+        dropout_rate=0.0,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+    return T5EncoderModel(config)
+
+
+def build_unet(arch: PriorArchitecture) -> UNet2DConditionModel:
+    n = len(arch.block_channels)
+    # Cross-attention only at the two coarsest levels: attention at 64x64 or 32x32 costs most
+    # of a CPU step and adds little for single objects.
+    down = ("DownBlock2D",) * (n - 2) + ("CrossAttnDownBlock2D",) * 2
+    up = ("CrossAttnUpBlock2D",) * 2 + ("UpBlock2D",) * (n - 2)
+    return UNet2DConditionModel(
+        sample_size=arch.resolution,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=down,
+        up_block_types=up,
+        block_out_channels=arch.block_channels,
+        layers_per_block=arch.layers_per_block,
+        cross_attention_dim=arch.block_channels[-1],
+        encoder_hid_dim=arch.text_width,
+        encoder_hid_dim_type="text_proj",
+        addition_embed_type="text",
+        attention_head_dim=arch.attention_head_dim,
+        norm_num_groups=8,
+    )
+
+
+def build_scheduler() -> DDPMScheduler:
+    return DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="squaredcos_cap_v2",
+        prediction_type="epsilon",
+        variance_type="fixed_small",
+        clip_sample=True,
+    )

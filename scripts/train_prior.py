@@ -1,0 +1,177 @@
+"""Train the bundled pixel-space prior on renders of the procedural object world.
+
+    python scripts/train_prior.py --work-dir outputs/prior --steps 2400 --seed 0
+
+Checkpoints go to WORK_DIR/checkpoint.pt (atomically, every --checkpoint-minutes); running the
+same command again resumes exactly where it stopped. When the last step is done the EMA weights
+are written to the package's bundled folder (or --export-dir).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from framework.prior.bundled import BUNDLED_PRIOR_DIR, save_prior  # noqa: E402
+from framework.prior.dataset import RenderedSet, captions_for, render_set  # noqa: E402
+from framework.prior.model import (  # noqa: E402
+    MAX_TOKENS,
+    PriorArchitecture,
+    build_scheduler,
+    build_text_encoder,
+    build_tokenizer,
+    build_unet,
+)
+from framework.utils.atomic import atomic_path  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work-dir", type=Path, default=Path("outputs/prior"))
+    parser.add_argument("--export-dir", type=Path, default=BUNDLED_PRIOR_DIR)
+    parser.add_argument("--steps", type=int, default=2400)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--warmup-steps", type=int, default=100)
+    parser.add_argument("--ema-decay", type=float, default=0.998)
+    parser.add_argument("--min-snr-gamma", type=float, default=5.0)
+    parser.add_argument("--dataset-size", type=int, default=16384)
+    parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--caption-dropout", type=float, default=0.1)
+    parser.add_argument("--plain-caption-prob", type=float, default=0.2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    parser.add_argument("--export-only", action="store_true", help="write the EMA weights of the checkpoint and stop")
+    args = parser.parse_args(argv)
+    if args.steps <= 0 or args.batch_size <= 0:
+        parser.error(f"--steps={args.steps} and --batch-size={args.batch_size} must be positive")
+    return args
+
+
+def load_or_render(args: argparse.Namespace) -> RenderedSet:
+    cache = args.work_dir / f"renders_n{args.dataset_size}_r{args.resolution}_s{args.seed}.pt"
+    if cache.exists():
+        return RenderedSet(**torch.load(cache, weights_only=True))
+    data = render_set(args.dataset_size, args.resolution, args.seed)
+    with atomic_path(cache) as tmp:
+        torch.save(vars(data), tmp)
+    return data
+
+
+def learning_rate(step: int, args: argparse.Namespace) -> float:
+    if step < args.warmup_steps:
+        return args.lr * (step + 1) / args.warmup_steps
+    progress = (step - args.warmup_steps) / max(1, args.steps - args.warmup_steps)
+    return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+    arch = PriorArchitecture(resolution=args.resolution)
+    tokenizer = build_tokenizer()
+    unet = build_unet(arch)
+    text_encoder = build_text_encoder(arch, len(tokenizer))
+    scheduler = build_scheduler()
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    ema = [p.detach().clone() for p in params]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    generator = torch.Generator().manual_seed(args.seed + 1)
+    step = 0
+
+    checkpoint_path = args.work_dir / "checkpoint.pt"
+    if checkpoint_path.exists():
+        state = torch.load(checkpoint_path, weights_only=True)
+        unet.load_state_dict(state["unet"])
+        text_encoder.load_state_dict(state["text_encoder"])
+        optimizer.load_state_dict(state["optimizer"])
+        for e, saved in zip(ema, state["ema"]):
+            e.copy_(saved)
+        generator.set_state(state["generator"])
+        step = int(state["step"])
+        print(f"resumed from {checkpoint_path} at step {step}")
+
+    def save_checkpoint() -> None:
+        state = {
+            "unet": unet.state_dict(),
+            "text_encoder": text_encoder.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "ema": ema,
+            "generator": generator.get_state(),
+            "step": torch.tensor(step),
+        }
+        with atomic_path(checkpoint_path) as tmp:
+            torch.save(state, tmp)
+
+    def export() -> None:
+        with torch.no_grad():
+            live = [p.detach().clone() for p in params]
+            for p, e in zip(params, ema):
+                p.copy_(e)
+            provenance = {
+                "command": "python scripts/train_prior.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                "seed": args.seed,
+                "steps": step,
+                "batch_size": args.batch_size,
+                "dataset_size": args.dataset_size,
+                "architecture": vars(arch),
+            }
+            save_prior(args.export_dir, unet, text_encoder, tokenizer, scheduler, provenance)
+            for p, saved in zip(params, live):
+                p.copy_(saved)
+        print(f"exported the EMA weights at step {step} to {args.export_dir}")
+
+    if args.export_only:
+        export()
+        return
+
+    data = load_or_render(args)
+    alphas_cumprod = scheduler.alphas_cumprod
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    loss_weight = snr.clamp(max=args.min_snr_gamma) / snr
+    last_save = time.monotonic()
+    bar = tqdm(total=args.steps, initial=step, desc="training prior", unit="step")
+    while step < args.steps:
+        index = torch.randint(len(data), (args.batch_size,), generator=generator)
+        images = data.images[index].permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        captions = captions_for(data, index, generator, args.caption_dropout, args.plain_caption_prob)
+        ids = tokenizer(captions, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt").input_ids
+        timesteps = torch.randint(scheduler.config.num_train_timesteps, (args.batch_size,), generator=generator)
+        noise = torch.randn(images.shape, generator=generator)
+        noisy = scheduler.add_noise(images, noise, timesteps)
+
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, args)
+        embeddings = text_encoder(ids).last_hidden_state
+        prediction = unet(noisy, timesteps, encoder_hidden_states=embeddings).sample
+        per_sample = F.mse_loss(prediction, noise, reduction="none").mean(dim=(1, 2, 3))
+        loss = (per_sample * loss_weight[timesteps]).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        step += 1
+        with torch.no_grad():
+            decay = min(args.ema_decay, (1 + step) / (10 + step))
+            torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{learning_rate(step - 1, args):.1e}")
+        if time.monotonic() - last_save > 60 * args.checkpoint_minutes or step == args.steps:
+            save_checkpoint()
+            last_save = time.monotonic()
+    bar.close()
+    export()
+
+
+if __name__ == "__main__":
+    main()
