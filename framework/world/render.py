@@ -97,5 +97,4 @@ def object_mesh(obj: ProceduralObject, colour: str, resolution: int = 128):
     _, part = obj.evaluate(torch.from_numpy(vertices).float())
     colours = obj.part_colours(colour)[part].numpy()
     vertex_colours = np.concatenate([colours, np.ones((len(colours), 1))], axis=1)
-    # skimage orients faces for a "greater inside" field; ours is negative inside.
-    return trimesh.Trimesh(vertices, faces[:, ::-1], vertex_colors=(vertex_colours * 255).astype(np.uint8), process=False)
+    return trimesh.Trimesh(vertices, faces, vertex_colors=(vertex_colours * 255).astype(np.uint8), process=False)

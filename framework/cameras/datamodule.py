@@ -1,0 +1,88 @@
+"""The camera sampler as a LightningDataModule: random orbit batches for training, fixed orbits
+for validation grids and the test turntable."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from framework.cameras.camera import CameraBatch
+from framework.cameras.distribution import OrbitDistribution, orbit_ring
+from framework.schedules import Scalar, value_at
+
+
+class _RandomOrbitBatches(IterableDataset):
+    """Batch i is drawn from a generator seeded with (seed, i).
+
+    Why not one running generator: Lightning prefetches a batch ahead of the step, so a running
+    generator's state at checkpoint time would be one batch off. Seeding per index makes batch i
+    the same whether the run was resumed or not, with nothing to checkpoint but the step.
+    """
+
+    def __init__(self, module: "OrbitCameraDataModule", start_index: int) -> None:
+        self.module = module
+        self.start_index = start_index
+
+    def __iter__(self) -> Iterator[CameraBatch]:
+        index = self.start_index
+        while True:
+            yield self.module.training_batch(index)
+            index += 1
+
+
+class OrbitCameraDataModule(pl.LightningDataModule):
+    def __init__(
+        self,
+        distribution: OrbitDistribution,
+        batch_size: Scalar = 1,
+        resolution: Scalar = 64,
+        seed: int = 0,
+        eval_elevation_deg: float = 20.0,
+        eval_distance: float = 2.8,
+        eval_fovy_deg: float = 42.0,
+        eval_resolution: int = 64,
+        n_validation_views: int = 4,
+        n_turntable_frames: int = 60,
+    ) -> None:
+        super().__init__()
+        self.distribution = distribution
+        self.batch_size = batch_size
+        self.resolution = resolution
+        self.seed = seed
+        self.eval_elevation_deg = eval_elevation_deg
+        self.eval_distance = eval_distance
+        self.eval_fovy_deg = eval_fovy_deg
+        self.eval_resolution = eval_resolution
+        self.n_validation_views = n_validation_views
+        self.n_turntable_frames = n_turntable_frames
+
+    def training_batch(self, index: int) -> CameraBatch:
+        """The cameras of training step `index` (deterministic in seed and index)."""
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        batch_size = int(value_at(self.batch_size, index))
+        resolution = int(value_at(self.resolution, index))
+        if batch_size < 1 or resolution < 8:
+            raise ValueError(f"batch_size={batch_size} and resolution={resolution} at step {index}: need >= 1 and >= 8")
+        return self.distribution.sample(batch_size, resolution, generator)
+
+    def _ring(self, n_views: int) -> CameraBatch:
+        return orbit_ring(n_views, self.eval_elevation_deg, self.eval_distance, self.eval_fovy_deg, self.eval_resolution)
+
+    def train_dataloader(self) -> DataLoader:
+        start = self.trainer.global_step if self.trainer is not None else 0
+        return DataLoader(_RandomOrbitBatches(self, start), batch_size=None, collate_fn=_identity)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader([self._ring(self.n_validation_views)], batch_size=None, collate_fn=_identity)
+
+    def test_dataloader(self) -> DataLoader:
+        ring = self._ring(self.n_turntable_frames)
+        chunks = [ring.subset(slice(i, i + 8)) for i in range(0, self.n_turntable_frames, 8)]
+        return DataLoader(chunks, batch_size=None, collate_fn=_identity)
+
+
+def _identity(batch: CameraBatch) -> CameraBatch:
+    return batch

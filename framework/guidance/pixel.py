@@ -1,0 +1,50 @@
+"""SDS under a pixel-space text-to-image model: the DeepFloyd IF stage-I family and the bundled
+prior (same folder layout: unet/, text_encoder/ (T5), tokenizer/, scheduler/)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler, UNet2DConditionModel
+from torch import Tensor
+from transformers import AutoTokenizer, T5EncoderModel
+
+from framework.guidance.sds import ScoreDistillation, load_component
+from framework.prior.bundled import BUNDLED_PRIOR_DIR
+
+
+class PixelDiffusionGuidance(ScoreDistillation):
+    """Args:
+        pretrained: hub id (e.g. "DeepFloyd/IF-I-XL-v1.0") or local folder; None = the bundled prior.
+        **kwargs: see `ScoreDistillation`.
+    """
+
+    def __init__(self, pretrained: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.pretrained = str(pretrained or BUNDLED_PRIOR_DIR)
+        self.tokenizer = load_component(AutoTokenizer, self.pretrained, "tokenizer")
+        self.text_encoder = load_component(T5EncoderModel, self.pretrained, "text_encoder")
+        self.unet = load_component(UNet2DConditionModel, self.pretrained, "unet")
+        self.scheduler = load_component(DDPMScheduler, self.pretrained, "scheduler")
+        for module in (self.text_encoder, self.unet):
+            module.requires_grad_(False).eval().to(self.device, self.dtype)
+        self.resolution = int(self.unet.config.sample_size)
+        self.max_tokens = min(int(self.tokenizer.model_max_length), 77)
+
+    @torch.no_grad()
+    def encode_text(self, prompts: list[str]) -> Tensor:
+        tokens = self.tokenizer(prompts, padding="max_length", max_length=self.max_tokens, truncation=True, return_tensors="pt")
+        ids = tokens.input_ids.to(self.device)
+        mask = tokens.attention_mask.to(self.device)
+        return self.text_encoder(ids, attention_mask=mask).last_hidden_state
+
+    def encode_images(self, rgb: Tensor) -> Tensor:
+        if rgb.shape[-2:] != (self.resolution, self.resolution):
+            rgb = F.interpolate(rgb, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False)
+        return rgb * 2.0 - 1.0
+
+    def model_output(self, noisy: Tensor, timesteps: Tensor, embeddings: Tensor) -> Tensor:
+        prediction = self.unet(noisy.to(self.device), timesteps, encoder_hidden_states=embeddings).sample
+        return prediction[:, : noisy.shape[1]]  # IF also predicts a variance

@@ -1,0 +1,129 @@
+"""The Hydra entry point: compose the config, build the parts, fit, render the turntable, export.
+
+    python -m framework.launch experiment=dreamfusion prompt="a red cube" [seed=N]
+        [trainer.max_steps=N] [resume=<ckpt>] [init_from=<ckpt>] [backend=auto|torch|cuda]
+        [guidance=<name>]
+
+The last line printed is the run directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import warnings
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from framework.utils.checkpoint_io import AtomicCheckpointIO, load_checkpoint_file
+
+MAX_PROMPT_CHARS = 300
+
+
+def slugify(text: str, max_length: int = 60) -> str:
+    """A folder name for a prompt: lowercase words joined by dashes."""
+    slug = re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-")
+    return slug[:max_length].rstrip("-") or "untitled"
+
+
+def wandb_offline() -> bool:
+    """Offline unless the user asked for online mode or has logged in."""
+    if os.environ.get("WANDB_MODE", "").lower() == "online":
+        return False
+    if os.environ.get("WANDB_API_KEY"):
+        return False
+    netrc = Path.home() / ".netrc"
+    return not (netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore"))
+
+
+OmegaConf.register_new_resolver("slug", slugify, replace=True)
+OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
+
+
+def resolve_backend(backend: str) -> torch.device:
+    """backend=auto|torch|cuda -> the device the run uses."""
+    if backend not in ("auto", "torch", "cuda"):
+        raise ValueError(f"backend={backend!r}: expected auto, torch or cuda")
+    if backend == "cuda" and not torch.cuda.is_available():
+        raise ValueError("backend=cuda but CUDA is not available on this machine: use backend=auto or backend=torch")
+    if backend == "torch":
+        return torch.device("cpu")
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def check_prompt(prompt: object) -> str:
+    text = str(prompt) if prompt is not None else ""
+    if not text.strip():
+        raise ValueError(f"prompt={text!r} is empty: pass prompt=\"a red cube\"")
+    if len(text) > MAX_PROMPT_CHARS:
+        raise ValueError(f"prompt is {len(text)} characters long: at most {MAX_PROMPT_CHARS} are allowed")
+    return text
+
+
+def build_system(cfg: DictConfig, device: torch.device) -> tuple[pl.LightningModule, pl.LightningDataModule]:
+    guidance = instantiate(cfg.guidance, device=str(device))
+    guidance.set_prompt(check_prompt(cfg.prompt))
+    system = instantiate(cfg.system, guidance=guidance)
+    if cfg.get("init_from"):
+        state = load_checkpoint_file(cfg.init_from)
+        system.load_state_dict(state["state_dict"])
+        system.on_load_checkpoint(state)
+    return system, instantiate(cfg.camera)
+
+
+def run(cfg: DictConfig) -> Path:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    check_prompt(cfg.prompt)
+    device = resolve_backend(cfg.backend)
+    if cfg.get("resume") and not Path(cfg.resume).is_file():
+        raise FileNotFoundError(f"resume={cfg.resume!r}: no such checkpoint file")
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    system, datamodule = build_system(cfg, device)
+    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
+    loggers = [instantiate(c) for c in cfg.get("logger", {}).values()]
+    trainer = instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        default_root_dir=str(run_dir),
+        plugins=[AtomicCheckpointIO()],
+    )
+    trainer.fit(system, datamodule=datamodule, ckpt_path=cfg.get("resume"))
+    trainer.test(system, datamodule=datamodule, verbose=False)
+    return run_dir
+
+
+def _quiet_libraries() -> None:
+    for name in ("diffusers", "transformers", "pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="diffusers|transformers|pytorch_lightning|lightning_fabric")
+    os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    _quiet_libraries()
+    try:
+        run_dir = run(cfg)
+    except InstantiationException as error:
+        cause = error.__cause__ or error
+        print(f"error: {type(cause).__name__}: {cause}".splitlines()[0], file=sys.stderr)
+        sys.exit(2)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}".splitlines()[0], file=sys.stderr)
+        sys.exit(2)
+    print(run_dir)
+
+
+if __name__ == "__main__":
+    main()

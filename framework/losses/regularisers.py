@@ -1,0 +1,32 @@
+"""Regularisers on a render dict. Each is a callable `render -> scalar`; the system weighs them
+with (scheduled) weights from the config."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+
+class OpacitySparsity:
+    """Mean of sqrt(opacity^2 + 0.01): pushes pixels to empty unless the prior wants them."""
+
+    def __call__(self, render: dict[str, Tensor]) -> Tensor:
+        return (render["opacity"] ** 2 + 0.01).sqrt().mean()
+
+
+class Orientation:
+    """Ref-NeRF's orientation loss: penalise visible normals that face away from the camera,
+    sum_i w_i max(0, n_i . d)^2, averaged over rays."""
+
+    def __call__(self, render: dict[str, Tensor]) -> Tensor:
+        if "sample_normals" not in render:
+            raise KeyError("the orientation loss needs per-sample normals: use a material that shades with normals")
+        facing_away = (render["sample_normals"] * render["sample_directions"]).sum(-1).clamp(min=0.0)
+        n_rays = render["opacity"].numel()
+        return (render["sample_weights"] * facing_away**2).sum() / n_rays
+
+
+class DepthVariance:
+    """Variance of the sample depths along each ray (weighted): favours crisp surfaces."""
+
+    def __call__(self, render: dict[str, Tensor]) -> Tensor:
+        return render["z_variance"].mean()
