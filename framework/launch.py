@@ -19,7 +19,6 @@ from pathlib import Path
 import hydra
 import pytorch_lightning as pl
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -81,7 +80,7 @@ def build_system(cfg: DictConfig, device: torch.device) -> tuple[pl.LightningMod
 
 
 def run(cfg: DictConfig) -> Path:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    run_dir = Path(cfg.run_dir)
     check_prompt(cfg.prompt)
     device = resolve_backend(cfg.backend)
     if cfg.get("resume") and not Path(cfg.resume).is_file():

@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import imageio.v3 as iio
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
@@ -18,8 +17,7 @@ from torch import Tensor, nn
 from framework.cameras.camera import CameraBatch
 from framework.guidance.sds import ScoreDistillation
 from framework.schedules import as_scalar, value_at
-from framework.utils.atomic import atomic_path
-from framework.utils.images import image_grid, to_uint8, write_video
+from framework.utils.images import image_grid, save_png, to_uint8, write_video
 
 
 class GenerationSystem(pl.LightningModule):
@@ -131,13 +129,11 @@ class GenerationSystem(pl.LightningModule):
     def validation_step(self, batch: CameraBatch, batch_idx: int) -> None:
         with torch.no_grad():
             render = self.render(batch, training=False)
-        grid = image_grid(self._panels(render))
-        path = self.save_dir / f"val_step{self.global_step:06d}.png"
-        with atomic_path(path) as tmp:
-            iio.imwrite(tmp, grid, extension=".png")
+        grid = image_grid(torch.stack(self._panels(render)).cpu())
+        save_png(self.save_dir / f"val_step{self.global_step:06d}.png", grid)
         for logger in self.loggers:
             if hasattr(logger, "log_image"):
-                logger.log_image(key="validation", images=[grid], step=self.global_step)
+                logger.log_image(key="validation", images=[to_uint8(grid)], step=self.global_step)
 
     def on_test_epoch_start(self) -> None:
         self._turntable = []

@@ -37,6 +37,8 @@ def resolve_device(device: str) -> torch.device:
 
 def load_component(cls: Any, pretrained: str, subfolder: str, **kwargs: Any) -> Any:
     """`cls.from_pretrained(pretrained, subfolder=...)` with a one-line error for a missing model."""
+    if Path(pretrained).is_dir() and not (Path(pretrained) / subfolder).is_dir():
+        raise FileNotFoundError(f"model folder {pretrained!r} is incomplete: it has no {subfolder!r} subfolder")
     try:
         return cls.from_pretrained(pretrained, subfolder=subfolder, **kwargs)
     except (OSError, ValueError) as error:

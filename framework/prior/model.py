@@ -75,6 +75,7 @@ def build_unet(arch: PriorArchitecture) -> UNet2DConditionModel:
         encoder_hid_dim=arch.text_width,
         encoder_hid_dim_type="text_proj",
         addition_embed_type="text",
+        addition_embed_type_num_heads=min(64, arch.block_channels[-1]),  # diffusers' default, capped for tiny test models
         attention_head_dim=arch.attention_head_dim,
         norm_num_groups=8,
     )

@@ -1,0 +1,116 @@
+"""Loading a pixel-space prior folder and sampling images from it (DDIM, classifier-free guidance).
+
+This is how the bundled prior is judged on its own, before any 3D: `scripts/evaluate_prior.py`
+samples every prompt of the world with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from torch import Tensor
+from tqdm import tqdm
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, T5EncoderModel
+
+from framework.prior.bundled import BUNDLED_PRIOR_DIR
+from framework.prior.model import MAX_TOKENS
+
+SUBFOLDERS = ("unet", "text_encoder", "tokenizer", "scheduler")
+
+
+@dataclass
+class LoadedPrior:
+    """The four parts of a pixel-space text-to-image prior, float32 on the CPU, in eval mode."""
+
+    unet: UNet2DConditionModel
+    text_encoder: T5EncoderModel
+    tokenizer: PreTrainedTokenizerBase
+    scheduler: DDPMScheduler
+
+    @property
+    def resolution(self) -> int:
+        return int(self.unet.config.sample_size)
+
+
+def load_prior(folder: str | Path = BUNDLED_PRIOR_DIR) -> LoadedPrior:
+    """Load a prior saved in the IF stage-I folder layout (see `framework.prior.bundled`).
+
+    Raises:
+        FileNotFoundError: naming the folder and the first missing subfolder.
+    """
+    folder = Path(folder)
+    for name in SUBFOLDERS:
+        if not (folder / name).is_dir():
+            raise FileNotFoundError(f"prior folder {folder} is incomplete: subfolder {name!r} is missing")
+    # Weights are stored fp16; sampling on a CPU runs in fp32. (No `accelerate` here, hence
+    # low_cpu_mem_usage=False, which the weights' size makes harmless.)
+    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", dtype=torch.float32, low_cpu_mem_usage=False)
+    text_encoder = T5EncoderModel.from_pretrained(folder, subfolder="text_encoder", dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder, subfolder="tokenizer")
+    scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler")
+    return LoadedPrior(unet.eval(), text_encoder.eval(), tokenizer, scheduler)
+
+
+@torch.no_grad()
+def encode_prompts(prior: LoadedPrior, prompts: list[str]) -> Tensor:
+    """Text embeddings [B, MAX_TOKENS, C], padded the way the prior was trained."""
+    ids = prior.tokenizer(
+        prompts, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt"
+    ).input_ids
+    return prior.text_encoder(ids).last_hidden_state
+
+
+@torch.no_grad()
+def sample_images(
+    prior: LoadedPrior,
+    prompts: list[str],
+    generator: torch.Generator,
+    steps: int = 50,
+    guidance_scale: float = 5.0,
+    negative_prompt: str = "",
+    batch_size: int = 16,
+) -> Tensor:
+    """Sample one image per prompt with deterministic DDIM (eta 0) and classifier-free guidance.
+
+    All starting noise is drawn up front from `generator`, so the result does not depend on
+    `batch_size` (which only bounds memory).
+
+    Args:
+        prior: from `load_prior`.
+        prompts: B prompts.
+        generator: a CPU generator; the only source of randomness.
+        steps: DDIM steps.
+        guidance_scale: 1 disables guidance; larger follows the prompt harder.
+        negative_prompt: the unconditional prompt ("" is what the prior was trained to drop to).
+        batch_size: prompts denoised together.
+
+    Returns:
+        [B, H, W, 3] images in [0, 1].
+    """
+    if not prompts:
+        raise ValueError("prompts is empty: nothing to sample")
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"steps={steps} and batch_size={batch_size} must be positive")
+    scheduler = DDIMScheduler.from_config(prior.scheduler.config)
+    scheduler.set_timesteps(steps)
+    size = prior.resolution
+    noise = torch.randn(len(prompts), prior.unet.config.in_channels, size, size, generator=generator)
+    unconditional = encode_prompts(prior, [negative_prompt])
+    images = []
+    batches = range(0, len(prompts), batch_size)
+    bar = tqdm(total=len(batches) * steps, desc="sampling prior", unit="step", leave=False)
+    for start in batches:
+        text = encode_prompts(prior, prompts[start : start + batch_size])
+        embeddings = torch.cat([text, unconditional.expand_as(text)])
+        x = noise[start : start + batch_size]
+        for t in scheduler.timesteps:
+            eps_text, eps_uncond = prior.unet(torch.cat([x, x]), t, encoder_hidden_states=embeddings).sample.chunk(2)
+            eps = eps_uncond + guidance_scale * (eps_text - eps_uncond)
+            x = scheduler.step(eps, t, x).prev_sample
+            bar.update(1)
+        images.append(x)
+    bar.close()
+    return (torch.cat(images) * 0.5 + 0.5).clamp(0.0, 1.0).permute(0, 2, 3, 1)

@@ -1,0 +1,44 @@
+"""Compose the real Hydra configs in-process, shrunk to test size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+import framework.launch  # noqa: F401  (registers the config resolvers)
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+def tiny_overrides(run_dir: Path, prior: Path, max_steps: int = 4) -> list[str]:
+    """A DreamFusion run small enough for a unit test (32 px, 16 samples per ray, 16^2 triplane)."""
+    return [
+        f"run_dir={run_dir}",
+        f"guidance.pretrained={prior}",
+        "guidance.embedding_cache_dir=null",
+        f"trainer.max_steps={max_steps}",
+        "trainer.val_check_interval=2",
+        "trainer.log_every_n_steps=1",
+        "trainer.enable_progress_bar=false",
+        "logger=csv",
+        "camera.resolution=32",
+        "camera.eval_resolution=32",
+        "camera.n_validation_views=2",
+        "camera.n_turntable_frames=8",
+        "renderer.n_samples=16",
+        "renderer.occupancy.resolution=16",
+        "renderer.occupancy.update_every=2",
+        "representation.encoding.resolution=16",
+        "representation.encoding.channels=4",
+        "callbacks.mesh_export.resolution=32",
+        "callbacks.checkpoint.every_n_train_steps=2",
+        "~callbacks.progress",
+    ]

@@ -1,0 +1,288 @@
+"""Ground truth and evaluation tools: the mesh rasterizer, metrics, scripts and the prior's scorer."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from framework.cameras.camera import CameraBatch
+from framework.cameras.distribution import orbit_ring
+from framework.evaluation.asset import MeshAsset, load_asset, render_asset
+from framework.evaluation.metrics import (
+    UNCLASSIFIED,
+    classify_colour,
+    classify_front_back,
+    color_error,
+    foreground_mask,
+    mask_iou,
+    nearest_candidate,
+)
+from framework.evaluation.prior import ReferenceGrid, evaluate_prior
+from framework.evaluation.run import evaluate_run
+from framework.evaluation.views import evaluation_cameras
+from framework.export.mesh_io import Texture, load_mesh_zup, write_glb
+from framework.guidance.prompts import VIEWS
+from framework.prior.sampling import load_prior, sample_images
+from framework.renderers.mesh_torch import interpolate, rasterize
+from framework.world.objects import OBJECTS, parse_prompt
+from framework.world.render import object_mesh, render_object
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _asset_of(obj_name: str, colour: str, resolution: int = 96) -> MeshAsset:
+    mesh = object_mesh(OBJECTS[obj_name], colour, resolution=resolution)
+    return MeshAsset(
+        torch.as_tensor(mesh.vertices, dtype=torch.float32),
+        torch.as_tensor(mesh.faces, dtype=torch.long),
+        colours=torch.as_tensor(mesh.visual.vertex_colors[:, :3], dtype=torch.float32) / 255.0,
+    )
+
+
+def _write_glb(path: Path, obj_name: str, colour: str) -> None:
+    """The object's mesh as a vertex-coloured GLB, written the way runs export theirs."""
+    mesh = object_mesh(OBJECTS[obj_name], colour, resolution=64)
+    write_glb(path, mesh.vertices, mesh.faces, vertex_colors=mesh.visual.vertex_colors[:, :3] / 255.0)
+
+
+# --- the rasterizer -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["cube", "mug"])
+def test_rasterized_mesh_matches_sphere_tracer(name):
+    cameras = orbit_ring(3, 25.0, 2.8, 42.0, 64, start_azimuth_deg=20.0)
+    true_rgb, true_mask = render_object(OBJECTS[name], "red", cameras)
+    rgb, mask = render_asset(_asset_of(name, "red"), cameras)
+    assert (mask_iou(mask, true_mask) > 0.95).all()
+    assert (color_error(rgb, true_rgb, mask, true_mask) < 0.05).all()
+
+
+def test_rasterizer_depth_and_barycentrics_land_on_the_surface():
+    asset = _asset_of("torus", "blue", resolution=64)
+    cameras = orbit_ring(2, 40.0, 2.8, 42.0, 48)
+    face_index, barycentrics, depth = rasterize(asset.vertices, asset.faces, cameras)
+    covered = face_index >= 0
+    assert covered.any() and (~covered).any()
+    assert torch.allclose(barycentrics[covered].sum(-1), torch.ones(int(covered.sum())), atol=1e-5)
+    assert (barycentrics[covered] >= -1e-6).all()
+    points = interpolate(asset.vertices, asset.faces, face_index, barycentrics)
+    distance, _ = OBJECTS["torus"].evaluate(points[covered])
+    assert distance.abs().max() < 0.02
+    # Depth is the OpenCV camera z of the visible point; 0 on the background.
+    w2c = cameras.world_to_camera_opencv()
+    camera_z = torch.einsum("bij,bhwj->bhwi", w2c[:, :3, :3], points)[..., 2] + w2c[:, 2, 3][:, None, None]
+    assert torch.allclose(depth[covered], camera_z[covered], atol=1e-4)
+    assert (depth[~covered] == 0).all() and (points[~covered] == 0).all()
+
+
+def test_rasterizer_is_independent_of_chunking():
+    asset = _asset_of("snowman", "green", resolution=48)
+    cameras = orbit_ring(2, 10.0, 2.8, 42.0, 32)
+    big = rasterize(asset.vertices, asset.faces, cameras)
+    small = rasterize(asset.vertices, asset.faces, cameras, max_pairs=1)  # one face per chunk
+    for a, b in zip(big, small):
+        assert torch.equal(a, b)
+
+
+def test_rasterizer_pixel_convention_matches_rays():
+    # A huge triangle in front of the camera covers every pixel; one shifted right covers the right half.
+    cameras = orbit_ring(1, 0.0, 3.0, 40.0, 8)
+    vertices = torch.tensor([[0.0, -0.1, -5.0], [0.0, 5.0, 5.0], [0.0, -0.1, 5.0], [0.0, 5.0, -5.0]])
+    faces = torch.tensor([[0, 1, 2], [0, 3, 1]])
+    face_index, _, _ = rasterize(vertices, faces, cameras)
+    # Azimuth 0 looks down -x: world +y is the image's right.
+    assert (face_index[0, :, 4:] >= 0).all() and (face_index[0, :, :4] < 0).all()
+
+
+def test_rasterizer_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="vertices must be"):
+        rasterize(torch.zeros(3, 2), torch.zeros(1, 3, dtype=torch.long), orbit_ring(1, 0.0, 3.0, 40.0, 8))
+    with pytest.raises(ValueError, match="there are 3"):
+        rasterize(torch.zeros(3, 3), torch.tensor([[0, 1, 5]]), orbit_ring(1, 0.0, 3.0, 40.0, 8))
+
+
+# --- metrics, views and axes ------------------------------------------------------------------
+
+
+def test_metrics_on_hand_made_masks():
+    a = torch.zeros(2, 8, 8)
+    b = torch.zeros(2, 8, 8)
+    a[0, :4, :4] = 1.0  # 16 pixels
+    b[0, :4, 2:6] = 0.7  # 16 pixels, 8 shared
+    iou = mask_iou(a, b)
+    assert iou[0] == pytest.approx(8 / 24) and iou[1] == 1.0  # both empty: identical
+    assert mask_iou(a[0], a[0] * 0.4) == 0.0  # soft coverage below 0.5 is background
+
+    red = torch.ones(2, 8, 8, 3)
+    red[..., 1:] = 0.0
+    dark = red * 0.5
+    errors = color_error(dark, red, a, b)
+    assert errors[0] == pytest.approx(0.5 / 3) and errors[1].isnan()  # no overlap: undefined
+    assert color_error(torch.ones(2, 8, 8, 3), red, a, b, region="target")[0] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="region='union'"):
+        color_error(dark, red, a, b, region="union")
+
+    image = torch.ones(8, 8, 3)
+    image[2:5, 2:5] = torch.tensor([0.9, 0.8, 0.1])
+    expected = torch.zeros(8, 8, dtype=torch.bool)
+    expected[2:5, 2:5] = True
+    assert torch.equal(foreground_mask(image), expected)
+
+    references = torch.tensor([[0.9, 0.1, 0.1], [0.9, 0.8, 0.1], [0.1, 0.2, 0.9]])
+    images = torch.stack([image, torch.ones(8, 8, 3)])
+    assert classify_colour(images, foreground_mask(images), references).tolist() == [1, UNCLASSIFIED]
+
+
+def test_nearest_candidate_and_front_back():
+    front, back = torch.zeros(2, 4, 4, 3), torch.ones(3, 4, 4, 3)
+    front[1] = 0.2
+    images = torch.stack([torch.full((4, 4, 3), 0.15), torch.full((4, 4, 3), 0.9), torch.full((4, 4, 3), 0.5)])
+    assert nearest_candidate(images[:2], [front, back]).tolist() == [0, 1]
+    grey, darker, lighter = torch.full((1, 4, 4, 3), 0.5), torch.full((1, 4, 4, 3), 0.25), torch.full((2, 4, 4, 3), 0.75)
+    tie = nearest_candidate(grey, [darker, lighter])
+    assert tie.tolist() == [UNCLASSIFIED]
+    assert nearest_candidate(images[:1], [(back * 255).to(torch.uint8), front]).tolist() == [1]
+    assert classify_front_back(images[:2], front, back).tolist() == [VIEWS.index("front"), VIEWS.index("back")]
+
+
+def test_evaluation_cameras_cover_two_elevations_and_distinct_azimuths():
+    cameras = evaluation_cameras(8, resolution=32)
+    assert cameras.batch_size == 8 and cameras.height == cameras.width == 32
+    assert sorted(cameras.elevation_deg.tolist()) == [15.0] * 4 + [50.0] * 4
+    assert len(set(cameras.azimuth_deg.tolist())) == 8 and 0.0 in cameras.azimuth_deg.tolist()
+    assert torch.allclose(cameras.position.norm(dim=-1), torch.full((8,), 2.8))
+    assert evaluation_cameras(3).elevation_deg.tolist() == [15.0, 15.0, 50.0]
+    with pytest.raises(ValueError, match="n_views=0"):
+        evaluation_cameras(0)
+
+
+def test_textured_glb_keeps_its_texture_orientation(tmp_path):
+    # A quad facing the front (+x): texture's top half red, bottom half blue.
+    vertices = np.array([[0.0, -0.5, -0.5], [0.0, 0.5, -0.5], [0.0, 0.5, 0.5], [0.0, -0.5, 0.5]], dtype=np.float32)
+    image = np.zeros((8, 8, 3), np.uint8)
+    image[:4] = [255, 0, 0]
+    image[4:] = [0, 0, 255]
+    uv = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]], dtype=np.float32)
+    write_glb(tmp_path / "quad.glb", vertices, np.array([[0, 1, 2], [0, 2, 3]]), texture=Texture(uv, image))
+    asset = load_asset(tmp_path / "quad.glb")
+    assert asset.texture is not None and torch.allclose(asset.vertices, torch.from_numpy(vertices))
+    rgb, mask = render_asset(asset, orbit_ring(1, 0.0, 2.8, 42.0, 32))
+    top, bottom = rgb[0, 10, 16], rgb[0, 22, 16]
+    assert top[0] > 0.5 and top[2] < 0.05 and bottom[2] > 0.5 and bottom[0] < 0.05 and mask[0, 16, 16] == 1.0
+
+
+# --- scripts and the run evaluation -------------------------------------------------------------
+
+
+def _run_script(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_ground_truth_script_writes_views_masks_cameras_and_mesh(tmp_path):
+    out = tmp_path / "gt"
+    done = _run_script(
+        "scripts/ground_truth.py", "--prompt", "a red mug", "--views", "2", "--out", str(out), "--resolution", "16"
+    )
+    assert done.returncode == 0, done.stderr
+    for name in ("view_00.png", "view_01.png", "mask_00.png", "mask_01.png", "mesh.obj", "cameras.json"):
+        assert (out / name).is_file(), name
+    index = json.loads((out / "cameras.json").read_text())
+    assert index["object"] == "mug" and index["colour"] == "red" and len(index["views"]) == 2
+    view = index["views"][0]
+    assert {"elevation", "azimuth", "distance", "fovy", "c2w", "resolution"} <= set(view)
+    assert np.asarray(view["c2w"]).shape == (4, 4) and view["resolution"] == [16, 16]
+    assert np.asarray(Image.open(out / "view_00.png")).shape == (16, 16, 3)
+    mesh = load_mesh_zup(out / "mesh.obj")
+    assert len(mesh.faces) > 100 and mesh.vertices[:, 2].max() > 0.4  # the mug's rim, back in z-up
+
+
+def test_ground_truth_script_rejects_unknown_prompt_in_one_line(tmp_path):
+    done = _run_script("scripts/ground_truth.py", "--prompt", "a green teapot", "--out", str(tmp_path / "gt"))
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "a green teapot" in done.stderr
+    assert not (tmp_path / "gt").exists()
+
+
+def _fake_run(run_dir: Path, prompt: str, obj_name: str, colour: str) -> Path:
+    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+    (run_dir / ".hydra" / "config.yaml").write_text(f"prompt: {prompt}\nseed: 0\n")
+    _write_glb(run_dir / "export" / "model.glb", obj_name, colour)
+    return run_dir
+
+
+def test_evaluate_run_scores_the_true_object_high_and_a_wrong_one_low(tmp_path):
+    good = evaluate_run(_fake_run(tmp_path / "good", "a red cube", "cube", "red"), n_views=4)
+    assert good["prompt"] == "a red cube" and len(good["views"]) == 4
+    assert good["mask_iou_mean"] > 0.9 and good["color_error_mean"] < 0.05
+    written = json.loads((tmp_path / "good" / "eval.json").read_text())
+    assert written["mask_iou_mean"] == pytest.approx(good["mask_iou_mean"])
+
+    bad = evaluate_run(_fake_run(tmp_path / "bad", "a red cube", "sphere", "blue"), n_views=4)
+    assert bad["mask_iou_mean"] < good["mask_iou_mean"] - 0.05
+    assert bad["color_error_mean"] > 0.2
+
+
+def test_evaluate_run_explains_a_missing_asset(tmp_path):
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text("prompt: a red cube\n")
+    with pytest.raises(FileNotFoundError, match="model.glb"):
+        evaluate_run(tmp_path, n_views=2)
+
+
+# --- the prior: scoring, sampling and loading ----------------------------------------------------
+
+
+def test_prior_scorer_gives_ground_truth_full_marks():
+    """Ground-truth renders as "samples", from views between the reference views (a check of the
+    scorer and its prompt bookkeeping, not of any model)."""
+    grid = ReferenceGrid(elevations_deg=(10.0, 40.0), n_azimuths=8, distances=(2.8,))
+    offsets = {"front": 10.0, "back": 190.0, None: 50.0}
+
+    def sample(prompts: list[str]) -> torch.Tensor:
+        images = []
+        for prompt in prompts:
+            colour, name = parse_prompt(prompt)
+            view = next((v for v in ("front", "back") if prompt.endswith(f"{v} view")), None)
+            camera = CameraBatch.from_orbit(
+                torch.tensor([15.0]), torch.tensor([offsets[view]]), torch.tensor([2.75]), torch.tensor([42.5]), 32
+            )
+            images.append(render_object(OBJECTS[name], colour, camera)[0])
+        return torch.cat(images)
+
+    result = evaluate_prior(sample, objects=("cube", "sphere", "mug", "house"), colours=("red", "blue"), grid=grid)
+    summary = result.summary
+    assert summary["color_accuracy"] == summary["shape_accuracy"] == summary["view_accuracy"] == 1.0
+    assert summary["n_samples"] == 8 and summary["n_view_samples"] == 8
+    assert result.grid.shape == (4, 2, 32, 32, 3) and result.view_grid.shape == (4, 2, 32, 32, 3)
+    assert set(result.per_object["mug"]) == {"color_accuracy", "shape_accuracy", "view_accuracy"}
+
+
+def test_sample_images_shape_range_and_determinism(tiny_pixel_prior):
+    prior = load_prior(tiny_pixel_prior)
+    assert not prior.unet.training and prior.unet.dtype == torch.float32
+    prompts = ["a red cube", "a blue mug, front view", "a green torus"]
+    first = sample_images(prior, prompts, torch.Generator().manual_seed(3), steps=3)
+    again = sample_images(prior, prompts, torch.Generator().manual_seed(3), steps=3, batch_size=2)
+    other = sample_images(prior, prompts, torch.Generator().manual_seed(4), steps=3)
+    assert first.shape == (3, 32, 32, 3)
+    assert first.min() >= 0.0 and first.max() <= 1.0
+    assert torch.allclose(first, again, atol=1e-5)
+    assert not torch.allclose(first, other)
+
+
+def test_load_prior_names_the_missing_subfolder(tiny_pixel_prior, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_pixel_prior, broken)
+    shutil.rmtree(broken / "scheduler")
+    with pytest.raises(FileNotFoundError, match=r"broken is incomplete: subfolder 'scheduler' is missing"):
+        load_prior(broken)

@@ -1,0 +1,94 @@
+import pytest
+import torch
+
+from framework.cameras.distribution import OrbitDistribution
+from framework.guidance.embedding_cache import EmbeddingCache
+from framework.guidance.latent import LatentDiffusionGuidance
+from framework.guidance.pixel import PixelDiffusionGuidance
+from framework.schedules import Schedule
+
+
+def _cameras(n: int = 2, size: int = 32):
+    return OrbitDistribution().sample(n, size, torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("variant", ["pixel", "latent"])
+def test_sds_gradient_is_the_weighted_noise_residual(variant, tiny_pixel_prior, tiny_latent_prior, tmp_path):
+    if variant == "pixel":
+        guidance = PixelDiffusionGuidance(str(tiny_pixel_prior), guidance_scale=7.5, embedding_cache_dir=str(tmp_path), device="cpu")
+    else:
+        guidance = LatentDiffusionGuidance(str(tiny_latent_prior), resolution=32, guidance_scale=7.5, embedding_cache_dir=str(tmp_path), device="cpu")
+    guidance.set_prompt("a red cube")
+    rgb = torch.rand(2, 32, 32, 3, requires_grad=True)
+    out = guidance(rgb, _cameras(), step=0)
+    out["loss_sds"].backward()
+    assert torch.isfinite(rgb.grad).all() and rgb.grad.abs().sum() > 0
+    assert torch.isfinite(out["sds_grad_norm"]) and 20 <= out["timestep"] <= 980
+    assert not any(p.requires_grad for p in guidance.unet.parameters())
+
+
+def test_pixel_sds_gradient_matches_the_formula(tiny_pixel_prior):
+    guidance = PixelDiffusionGuidance(str(tiny_pixel_prior), guidance_scale=5.0, embedding_cache_dir=None, device="cpu", seed=3)
+    guidance.set_prompt("a blue torus")
+    cameras = _cameras(1)
+    rgb = torch.rand(1, 32, 32, 3, requires_grad=True)
+    state = guidance.generator.get_state()
+    guidance(rgb, cameras, 0)["loss_sds"].backward()
+
+    guidance.generator.set_state(state)  # replay the draws of the call: timesteps, then noise
+    t = guidance.sample_timesteps(1, 0)
+    x0 = rgb.detach().permute(0, 3, 1, 2) * 2 - 1
+    noise = torch.randn(x0.shape, generator=guidance.generator)
+    a = guidance.alphas_cumprod[t].view(-1, 1, 1, 1)
+    noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    with torch.no_grad():
+        eps = guidance.guided_noise(noisy, t, cameras)
+    expected = (1 - a) * (eps - noise) * 2  # d(x0)/d(rgb) = 2
+    torch.testing.assert_close(rgb.grad.permute(0, 3, 1, 2), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_timestep_schedule_and_clipping(tiny_pixel_prior):
+    guidance = PixelDiffusionGuidance(str(tiny_pixel_prior), t_min=0.2, t_max=Schedule([[0, 0.9], [10, 0.3]]), grad_clip=0.01, embedding_cache_dir=None, device="cpu")
+    late = guidance.sample_timesteps(256, 10)
+    assert late.min() >= 200 and late.max() < 300
+    guidance.set_prompt("a red cube")
+    rgb = torch.rand(1, 32, 32, 3, requires_grad=True)
+    guidance(rgb, _cameras(1), 0)["loss_sds"].backward()
+    assert rgb.grad.abs().max() <= 0.01 * 2 + 1e-6
+
+
+def test_view_dependent_embeddings_differ_by_view(tiny_pixel_prior):
+    guidance = PixelDiffusionGuidance(str(tiny_pixel_prior), embedding_cache_dir=None, device="cpu")
+    guidance.set_prompt("a red mug")
+    cameras = OrbitDistribution().sample(1, 32, torch.Generator().manual_seed(0))
+    front = guidance.conditional_embeddings(type(cameras).from_orbit(torch.tensor([10.0]), torch.tensor([0.0]), torch.tensor([2.8]), torch.tensor([42.0]), 32))
+    back = guidance.conditional_embeddings(type(cameras).from_orbit(torch.tensor([10.0]), torch.tensor([180.0]), torch.tensor([2.8]), torch.tensor([42.0]), 32))
+    assert not torch.allclose(front, back)
+
+
+def test_embedding_cache_round_trips_and_is_keyed_by_model(tmp_path):
+    calls = []
+
+    def encode(prompts):
+        calls.append(list(prompts))
+        return torch.stack([torch.full((2, 3), float(len(p))) for p in prompts])
+
+    first = EmbeddingCache("model-a", tmp_path).get(["a", "bb"], encode)
+    again = EmbeddingCache("model-a", tmp_path).get(["bb", "a"], encode)
+    assert calls == [["a", "bb"]]
+    torch.testing.assert_close(again, first.flip(0))
+    EmbeddingCache("model-b", tmp_path).get(["a"], encode)
+    assert calls[-1] == ["a"]
+
+
+def test_bad_inputs_are_named(tiny_pixel_prior, tiny_latent_prior, tmp_path):
+    with pytest.raises(FileNotFoundError, match="incomplete.*'tokenizer'"):
+        (tmp_path / "incomplete").mkdir()
+        PixelDiffusionGuidance(str(tmp_path / "incomplete"), device="cpu")
+    with pytest.raises(ValueError, match="multiple of 8"):
+        LatentDiffusionGuidance(str(tiny_latent_prior), resolution=100, device="cpu")
+    guidance = PixelDiffusionGuidance(str(tiny_pixel_prior), embedding_cache_dir=None, device="cpu")
+    with pytest.raises(ValueError, match="empty"):
+        guidance.set_prompt("  ")
+    with pytest.raises(ValueError, match="weighting"):
+        PixelDiffusionGuidance(str(tiny_pixel_prior), weighting="nope", device="cpu")
