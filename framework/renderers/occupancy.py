@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -13,7 +14,8 @@ class OccupancyGrid(nn.Module):
 
     Every `update_every` steps the density at a jittered point per cell is folded into a running
     maximum that decays by `decay`; a cell is occupied when that value exceeds
-    min(`density_threshold`, its mean over the grid). The jitter of an update is seeded by the step,
+    min(`density_threshold`, its mean over the grid), and its neighbours are marked occupied too
+    (one jittered point per cell can miss a surface that only clips the cell). The jitter of an update is seeded by the step,
     so a resumed run updates exactly as an uninterrupted one (the grid is a checkpointed buffer).
     """
 
@@ -69,5 +71,6 @@ class OccupancyGrid(nn.Module):
         running = torch.maximum(previous * self.decay, fresh)
         self.density.copy_(running.view(r, r, r))
         threshold = min(self.density_threshold, running.mean().item())
-        self.occupied.copy_(self.density > threshold)
+        dense = (self.density > threshold).float()[None, None]
+        self.occupied.copy_(F.max_pool3d(dense, kernel_size=3, stride=1, padding=1)[0, 0] > 0)
         return True

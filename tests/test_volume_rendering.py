@@ -1,0 +1,116 @@
+import math
+
+import torch
+from torch import nn
+
+from framework.cameras.camera import CameraBatch
+from framework.renderers.occupancy import OccupancyGrid
+from framework.renderers.volume import VolumeRenderer, unit_sphere_interval
+from framework.representations.background import MLPBackground, RandomSolidBackground, SolidBackground
+from framework.representations.encodings import TriplaneEncoding
+from framework.representations.materials import DiffuseMaterial, ShadingAugmentation
+from framework.representations.nerf import NeRFField
+
+
+class ConstantBall(nn.Module):
+    """Density `sigma` inside a ball of `radius`, zero outside; albedo red."""
+
+    def __init__(self, sigma: float, radius: float) -> None:
+        super().__init__()
+        self.sigma, self.radius = sigma, radius
+
+    def density(self, points):
+        return torch.where(points.norm(dim=-1) < self.radius, torch.full_like(points[:, 0], self.sigma), torch.zeros_like(points[:, 0]))
+
+    def forward(self, points):
+        return self.density(points), torch.tensor([1.0, 0.0, 0.0]).expand(points.shape[0], 3)
+
+    def normals(self, points, density):
+        return torch.nn.functional.normalize(points, dim=-1)
+
+
+def _front_camera(size: int = 16) -> CameraBatch:
+    return CameraBatch.from_orbit(torch.tensor([0.0]), torch.tensor([0.0]), torch.tensor([3.0]), torch.tensor([40.0]), size)
+
+
+def test_unit_sphere_interval():
+    near, far = unit_sphere_interval(torch.tensor([[3.0, 0, 0], [3.0, 2.0, 0]]), torch.tensor([[-1.0, 0, 0], [-1.0, 0, 0]]))
+    torch.testing.assert_close(near, torch.tensor([2.0, 3.0]))
+    torch.testing.assert_close(far, torch.tensor([4.0, 3.0]))
+
+
+def test_opacity_of_a_constant_ball_matches_beer_lambert():
+    renderer = VolumeRenderer(n_samples=512)
+    field = ConstantBall(sigma=2.0, radius=0.5)
+    camera = _front_camera(17)
+    out = renderer(field, DiffuseMaterial(), SolidBackground(), camera, DiffuseMaterial().sample_shading(camera, False), training=False)
+    centre = out["opacity"][0, 8, 8, 0]
+    expected = 1 - math.exp(-2.0 * 1.0)  # chord of length 2r through the centre
+    assert abs(centre.item() - expected) < 0.01
+    assert out["opacity"][0, 0, 0, 0] == 0
+    torch.testing.assert_close(out["rgb"][0, 0, 0], torch.ones(3))  # white background where empty
+    assert abs(out["depth"][0, 8, 8, 0].item() - 2.9) < 0.4  # weighted depth near the front surface
+
+
+def test_occupancy_grid_skips_empty_space_without_changing_the_image():
+    field = ConstantBall(sigma=5.0, radius=0.4)
+    grid = OccupancyGrid(resolution=16, update_every=1)
+    assert grid.update(field.density, step=0)
+    assert 0 < grid.occupied.float().mean() < 0.2
+    camera = _front_camera(16)
+    shading = DiffuseMaterial().sample_shading(camera, False)
+    with_grid = VolumeRenderer(n_samples=64, occupancy=grid)(field, DiffuseMaterial(), SolidBackground(), camera, shading, training=False)
+    without = VolumeRenderer(n_samples=64)(field, DiffuseMaterial(), SolidBackground(), camera, shading, training=False)
+    torch.testing.assert_close(with_grid["rgb"], without["rgb"], atol=1e-5, rtol=0)
+
+
+def test_occupancy_update_is_seeded_by_step():
+    field = NeRFField(TriplaneEncoding(resolution=8, channels=2))
+    a, b = OccupancyGrid(resolution=8, update_every=4, seed=1), OccupancyGrid(resolution=8, update_every=4, seed=1)
+    assert not a.update(field.density, step=3)
+    a.update(field.density, step=4)
+    b.update(field.density, step=4)
+    assert torch.equal(a.density, b.density)
+
+
+def test_nerf_field_gradients_blob_and_normals():
+    torch.manual_seed(0)
+    field = NeRFField(TriplaneEncoding(resolution=16, channels=4), blob_density=10.0, blob_radius=0.5)
+    points = torch.tensor([[0.0, 0.0, 0.0], [0.9, 0.0, 0.0], [0.0, 0.3, 0.0]])
+    density, albedo = field(points)
+    assert density[0] > 5.0 > density[1]
+    assert albedo.min() >= 0 and albedo.max() <= 1
+    normals = field.normals(points[1:], density[1:])
+    assert normals[0, 0] > 0.9 and normals[1, 1] > 0.9  # the blob's normals point outwards
+    density.sum().backward()
+    assert torch.isfinite(field.encoding.planes.grad).all() and field.encoding.planes.grad.abs().sum() > 0
+
+
+def test_training_render_has_gradients_and_regulariser_inputs():
+    torch.manual_seed(0)
+    field = NeRFField(TriplaneEncoding(resolution=16, channels=4))
+    camera = _front_camera(8)
+    material = ShadingAugmentation(probabilities=(0.0, 1.0, 0.0))
+    out = VolumeRenderer(n_samples=16)(field, material, SolidBackground(), camera, material.sample_shading(camera, True), training=True)
+    assert out["rgb"].shape == (1, 8, 8, 3) and out["normal"].shape == (1, 8, 8, 3)
+    assert out["sample_weights"].shape[0] == out["sample_normals"].shape[0] == out["sample_directions"].shape[0]
+    out["rgb"].mean().backward()
+    assert field.encoding.planes.grad.abs().sum() > 0
+
+
+def test_materials_and_backgrounds():
+    camera = _front_camera(4)
+    material = ShadingAugmentation(probabilities=(0.0, 0.0, 1.0), seed=2)
+    shading = material.sample_shading(camera, True)
+    assert shading.mode == "textureless"
+    colour = material.shade(torch.tensor([[1.0, 0.0, 0.0]]), torch.tensor([[1.0, 0.0, 0.0]]), torch.zeros(1, 3), torch.tensor([[3.0, 0.0, 0.0]]), shading)
+    torch.testing.assert_close(colour, torch.ones(1, 3))  # white, fully lit
+    eval_shading = material.sample_shading(camera, False)
+    assert eval_shading.mode == "lambertian"
+    directions = torch.nn.functional.normalize(torch.randn(2, 4, 4, 3), dim=-1)
+    random_bg = RandomSolidBackground(seed=0)
+    train_bg = random_bg(directions, True)
+    assert not torch.allclose(train_bg[0], train_bg[1])
+    torch.testing.assert_close(random_bg(directions, False), torch.ones(2, 4, 4, 3))
+    mlp = MLPBackground()(directions, True)
+    assert mlp.shape == (2, 4, 4, 3) and mlp.min() >= 0 and mlp.max() <= 1
