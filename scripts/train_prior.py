@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=Path("outputs/prior"))
     parser.add_argument("--export-dir", type=Path, default=BUNDLED_PRIOR_DIR)
-    parser.add_argument("--steps", type=int, default=2400)
+    parser.add_argument("--steps", type=int, default=1600)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--warmup-steps", type=int, default=100)
@@ -51,6 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
     parser.add_argument("--export-only", action="store_true", help="write the EMA weights of the checkpoint and stop")
+    parser.add_argument("--stop-at-step", type=int, default=None, help="checkpoint and stop early (train in chunks); rerun to go on")
     args = parser.parse_args(argv)
     if args.steps <= 0 or args.batch_size <= 0:
         parser.error(f"--steps={args.steps} and --batch-size={args.batch_size} must be positive")
@@ -138,10 +139,11 @@ def main(argv: list[str] | None = None) -> None:
     data = load_or_render(args)
     alphas_cumprod = scheduler.alphas_cumprod
     snr = alphas_cumprod / (1 - alphas_cumprod)
-    loss_weight = snr.clamp(max=args.min_snr_gamma) / snr
+    loss_weight = snr.clamp(max=args.min_snr_gamma) / (snr + 1)  # min-SNR-gamma for v-prediction
     last_save = time.monotonic()
     bar = tqdm(total=args.steps, initial=step, desc="training prior", unit="step")
-    while step < args.steps:
+    stop = min(args.steps, args.stop_at_step) if args.stop_at_step is not None else args.steps
+    while step < stop:
         index = torch.randint(len(data), (args.batch_size,), generator=generator)
         images = data.images[index].permute(0, 3, 1, 2).float() / 127.5 - 1.0
         captions = captions_for(data, index, generator, args.caption_dropout, args.plain_caption_prob)
@@ -154,7 +156,8 @@ def main(argv: list[str] | None = None) -> None:
             group["lr"] = learning_rate(step, args)
         embeddings = text_encoder(ids).last_hidden_state
         prediction = unet(noisy, timesteps, encoder_hidden_states=embeddings).sample
-        per_sample = F.mse_loss(prediction, noise, reduction="none").mean(dim=(1, 2, 3))
+        target = scheduler.get_velocity(images, noise, timesteps)
+        per_sample = F.mse_loss(prediction, target, reduction="none").mean(dim=(1, 2, 3))
         loss = (per_sample * loss_weight[timesteps]).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -166,11 +169,12 @@ def main(argv: list[str] | None = None) -> None:
             torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{learning_rate(step - 1, args):.1e}")
-        if time.monotonic() - last_save > 60 * args.checkpoint_minutes or step == args.steps:
+        if time.monotonic() - last_save > 60 * args.checkpoint_minutes or step == stop:
             save_checkpoint()
             last_save = time.monotonic()
     bar.close()
-    export()
+    if step == args.steps:
+        export()
 
 
 if __name__ == "__main__":

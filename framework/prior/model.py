@@ -82,10 +82,14 @@ def build_unet(arch: PriorArchitecture) -> UNet2DConditionModel:
 
 
 def build_scheduler() -> DDPMScheduler:
+    """IF's cosine schedule. The model predicts v, not epsilon: at the top timesteps the cosine
+    schedule leaves almost no signal (alpha_bar(999) ~ 2e-9), and a small epsilon model's x0
+    estimates there are noise amplified 10^4 times; v stays well-posed (measured: an epsilon model
+    after 400 steps denoised well from t = 600 but sampled pure noise from t = 999)."""
     return DDPMScheduler(
         num_train_timesteps=1000,
         beta_schedule="squaredcos_cap_v2",
-        prediction_type="epsilon",
+        prediction_type="v_prediction",
         variance_type="fixed_small",
         clip_sample=True,
     )

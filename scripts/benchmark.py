@@ -1,0 +1,160 @@
+"""Speed and memory of the building blocks, side by side in one run (machines are noisy: compare
+ratios within a table, not across runs).
+
+    python scripts/benchmark.py [--repeats 5] [--device cpu|cuda] [--only encodings,nerf,guidance,demo]
+
+Prints a table: median seconds over `--repeats` runs (after one warm-up), derived throughput, and
+peak memory (CUDA: per benchmark; CPU: the process's peak resident size so far).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from framework.cameras.distribution import OrbitDistribution  # noqa: E402
+from framework.renderers.occupancy import OccupancyGrid  # noqa: E402
+from framework.renderers.volume import VolumeRenderer  # noqa: E402
+from framework.representations.background import SolidBackground  # noqa: E402
+from framework.representations.encodings import HashGridEncoding, TriplaneEncoding, reference_hash_grid_encode  # noqa: E402
+from framework.representations.materials import ShadingAugmentation  # noqa: E402
+from framework.representations.nerf import NeRFField  # noqa: E402
+
+Row = tuple[str, float, str, float]
+
+
+def measure(fn: Callable[[], object], repeats: int, device: torch.device) -> tuple[float, float]:
+    """(median seconds, peak memory in MB) of `fn`."""
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return statistics.median(times), peak
+
+
+def encodings(repeats: int, device: torch.device) -> list[Row]:
+    n = 1 << 16
+    points = (torch.rand(n, 3, device=device) * 2 - 1).requires_grad_(True)
+    grid = HashGridEncoding(log2_hashmap_size=19, backend="torch").to(device)
+    triplane = TriplaneEncoding(resolution=128, channels=16).to(device)
+    levels = dict(
+        n_levels=grid.n_levels,
+        n_features_per_level=grid.n_features_per_level,
+        log2_hashmap_size=grid.log2_hashmap_size,
+        base_resolution=grid.base_resolution,
+        per_level_scale=grid.per_level_scale,
+    )
+    cases = {
+        "hash grid (torch, vectorised)": lambda: grid(points).sum().backward(),
+        "hash grid (simple reference)": lambda: reference_hash_grid_encode(points, grid.params, **levels).sum().backward(),
+        "triplane 128^2 x 16": lambda: triplane(points).sum().backward(),
+    }
+    rows = []
+    for name, fn in cases.items():
+        seconds, peak = measure(fn, repeats, device)
+        rows.append((f"encoding fwd+bwd: {name}", seconds, f"{n / seconds / 1e6:.3f} M pts/s", peak))
+    return rows
+
+
+def nerf(repeats: int, device: torch.device) -> list[Row]:
+    torch.manual_seed(0)
+    field = NeRFField(TriplaneEncoding(resolution=64, channels=16)).to(device)
+    occupancy = OccupancyGrid(resolution=32).to(device)
+    occupancy.update(field.density, 0)
+    renderer = VolumeRenderer(n_samples=64, occupancy=occupancy)
+    material, background = ShadingAugmentation(), SolidBackground().to(device)
+    rows = []
+    for size in (32, 64, 128):
+        cameras = OrbitDistribution().sample(1, size, torch.Generator().manual_seed(0)).to(device)
+
+        def step() -> None:
+            shading = material.sample_shading(cameras, True)
+            renderer(field, material, background, cameras, shading, True)["rgb"].mean().backward()
+
+        seconds, peak = measure(step, repeats, device)
+        rows.append((f"NeRF render+backward {size}px (64 samples/ray)", seconds, f"{1 / seconds:.2f} it/s", peak))
+    return rows
+
+
+def guidance(repeats: int, device: torch.device) -> list[Row]:
+    from framework.guidance.pixel import PixelDiffusionGuidance
+
+    sds = PixelDiffusionGuidance(None, embedding_cache_dir=None, device=device.type)
+    sds.set_prompt("a red cube")
+    cameras = OrbitDistribution().sample(1, 64, torch.Generator().manual_seed(0)).to(device)
+    rgb = torch.rand(1, 64, 64, 3, device=device, requires_grad=True)
+    seconds, peak = measure(lambda: sds(rgb, cameras, 0)["loss_sds"].backward(), repeats, device)
+    return [("SDS step, bundled prior (CFG, 64px)", seconds, f"{1 / seconds:.2f} it/s", peak)]
+
+
+def demo(repeats: int, device: torch.device) -> list[Row]:
+    """Steps/s of the README's DreamFusion run: the real configs, composed and built as launch does."""
+    from hydra import compose, initialize_config_dir
+
+    from framework.launch import build_system
+
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["experiment=dreamfusion", "prompt=a red cube", "run_dir=/tmp/sds3d-benchmark", "guidance.embedding_cache_dir=null"])
+    system, datamodule = build_system(cfg, device)
+    system.to(device)
+    optimizer = system.configure_optimizers()
+    step_index = iter(range(10**9))
+
+    def step() -> None:
+        index = next(step_index)
+        batch = datamodule.training_batch(index).to(device)
+        system.renderer.update(system.representation, index)
+        loss = system.compute_losses(system.render(batch, training=True), batch, index)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    seconds, peak = measure(step, repeats, device)
+    steps = cfg.trainer.max_steps
+    return [(f"DreamFusion demo step ({steps} steps: ~{steps * seconds / 60:.1f} min)", seconds, f"{1 / seconds:.2f} it/s", peak)]
+
+
+BENCHMARKS = {"encodings": encodings, "nerf": nerf, "guidance": guidance, "demo": demo}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {list(BENCHMARKS)}")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    chosen = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = set(chosen) - set(BENCHMARKS)
+    if unknown:
+        parser.error(f"--only names unknown benchmarks {sorted(unknown)}; choose from {list(BENCHMARKS)}")
+    print(f"device: {device}, torch threads: {torch.get_num_threads()}, repeats: {args.repeats} (median)")
+    print(f"| {'benchmark':<58} | {'median s':>9} | {'throughput':>18} | {'peak MB':>8} |")
+    print(f"|{'-' * 60}|{'-' * 11}|{'-' * 20}|{'-' * 10}|")
+    for name in chosen:
+        for label, seconds, throughput, peak in BENCHMARKS[name](args.repeats, device):
+            print(f"| {label:<58} | {seconds:>9.4f} | {throughput:>18} | {peak:>8.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
