@@ -8,7 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from framework.launch import run
+from framework.launch import build_system, run
 from framework.utils.checkpoint_io import load_checkpoint_file
 from tests.helpers import EXPERIMENTS, compose_config, tiny_overrides
 
@@ -64,3 +64,18 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, tiny_pixel_prior):
     # The run really moved: the parameters differ from a 2-step run.
     two_steps = final_parameters(tmp_path / "short", 2)
     assert not torch.equal(two_steps["representation.encoding.planes"], straight["representation.encoding.planes"])
+
+
+@pytest.mark.slow
+def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path, tiny_pixel_prior):
+    first = run(compose_config(["experiment=dreamfusion", "prompt=a red cube", *tiny_overrides(tmp_path / "first", tiny_pixel_prior, 2)]))
+    checkpoint = first / "ckpts/last.ckpt"
+    cfg = compose_config(["experiment=dreamfusion", "prompt=a red cube", f"init_from={checkpoint}", *tiny_overrides(tmp_path / "second", tiny_pixel_prior)])
+    system, _ = build_system(cfg, torch.device("cpu"))
+    saved = load_checkpoint_file(checkpoint)["state_dict"]
+    for key, value in system.state_dict().items():
+        torch.testing.assert_close(value, saved[key], rtol=0, atol=0, msg=key)
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(checkpoint.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="truncated"):
+        build_system(compose_config(["experiment=dreamfusion", "prompt=a red cube", f"init_from={broken}", *tiny_overrides(tmp_path / "third", tiny_pixel_prior)]), torch.device("cpu"))
