@@ -92,3 +92,13 @@ def test_bad_inputs_are_named(tiny_pixel_prior, tiny_latent_prior, tmp_path):
         guidance.set_prompt("  ")
     with pytest.raises(ValueError, match="weighting"):
         PixelDiffusionGuidance(str(tiny_pixel_prior), weighting="nope", device="cpu")
+
+
+def test_text_attention_mask_matches_how_the_prior_was_trained(tiny_pixel_prior):
+    masked = PixelDiffusionGuidance(str(tiny_pixel_prior), embedding_cache_dir=None, device="cpu")
+    unmasked = PixelDiffusionGuidance(str(tiny_pixel_prior), text_attention_mask=False, embedding_cache_dir=None, device="cpu")
+    ids = unmasked.tokenizer(["a red cube"], padding="max_length", max_length=unmasked.max_tokens, return_tensors="pt").input_ids
+    with torch.no_grad():
+        torch.testing.assert_close(unmasked.encode_text(["a red cube"]), unmasked.text_encoder(ids).last_hidden_state)
+    assert not torch.allclose(masked.encode_text(["a red cube"]), unmasked.encode_text(["a red cube"]))
+    assert masked.model_key != unmasked.model_key  # the embedding cache keeps the two apart

@@ -18,11 +18,15 @@ from framework.prior.bundled import BUNDLED_PRIOR_DIR
 class PixelDiffusionGuidance(ScoreDistillation):
     """Args:
         pretrained: hub id (e.g. "DeepFloyd/IF-I-XL-v1.0") or local folder; None = the bundled prior.
+        text_attention_mask: mask the padding when encoding text, as IF was trained; the bundled
+            prior was trained without the mask, so its config turns it off (embeddings differ by
+            up to 2.3 otherwise, and the guidance pushes colours the wrong way).
         **kwargs: see `ScoreDistillation`.
     """
 
-    def __init__(self, pretrained: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, pretrained: str | None = None, text_attention_mask: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.text_attention_mask = text_attention_mask
         self.pretrained = str(pretrained or BUNDLED_PRIOR_DIR)
         self.tokenizer = load_component(AutoTokenizer, self.pretrained, "tokenizer")
         self.text_encoder = load_component(T5EncoderModel, self.pretrained, "text_encoder")
@@ -33,12 +37,15 @@ class PixelDiffusionGuidance(ScoreDistillation):
         self.resolution = int(self.unet.config.sample_size)
         self.max_tokens = min(int(self.tokenizer.model_max_length), 77)
 
+    @property
+    def model_key(self) -> str:
+        return f"{super().model_key}|attention_mask={self.text_attention_mask}"
+
     @torch.no_grad()
     def encode_text(self, prompts: list[str]) -> Tensor:
         tokens = self.tokenizer(prompts, padding="max_length", max_length=self.max_tokens, truncation=True, return_tensors="pt")
-        ids = tokens.input_ids.to(self.device)
-        mask = tokens.attention_mask.to(self.device)
-        return self.text_encoder(ids, attention_mask=mask).last_hidden_state
+        mask = tokens.attention_mask.to(self.device) if self.text_attention_mask else None
+        return self.text_encoder(tokens.input_ids.to(self.device), attention_mask=mask).last_hidden_state
 
     def encode_images(self, rgb: Tensor) -> Tensor:
         if rgb.shape[-2:] != (self.resolution, self.resolution):
