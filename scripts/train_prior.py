@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     generator = torch.Generator().manual_seed(args.seed + 1)
     step = 0
+    command = "python scripts/train_prior.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
     checkpoint_path = args.work_dir / "checkpoint.pt"
     if checkpoint_path.exists():
@@ -100,6 +101,8 @@ def main(argv: list[str] | None = None) -> None:
             e.copy_(saved)
         generator.set_state(state["generator"])
         step = int(state["step"])
+        if args.export_only:
+            command = state.get("command", command)  # credit the weights to the run that trained them
         print(f"resumed from {checkpoint_path} at step {step}")
 
     def save_checkpoint() -> None:
@@ -110,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
             "ema": ema,
             "generator": generator.get_state(),
             "step": torch.tensor(step),
+            "command": command,
         }
         with atomic_path(checkpoint_path) as tmp:
             torch.save(state, tmp)
@@ -120,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
             for p, e in zip(params, ema):
                 p.copy_(e)
             provenance = {
-                "command": "python scripts/train_prior.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                "command": command,
                 "seed": args.seed,
                 "steps": step,
                 "batch_size": args.batch_size,
