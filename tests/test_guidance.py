@@ -102,3 +102,33 @@ def test_text_attention_mask_matches_how_the_prior_was_trained(tiny_pixel_prior)
         torch.testing.assert_close(unmasked.encode_text(["a red cube"]), unmasked.text_encoder(ids).last_hidden_state)
     assert not torch.allclose(masked.encode_text(["a red cube"]), unmasked.encode_text(["a red cube"]))
     assert masked.model_key != unmasked.model_key  # the embedding cache keeps the two apart
+
+
+@pytest.mark.parametrize("variant", ["pixel", "latent"])
+def test_refine_denoises_back_to_an_image_of_the_render_size(variant, tiny_pixel_prior, tiny_latent_prior):
+    if variant == "pixel":
+        guidance = PixelDiffusionGuidance(str(tiny_pixel_prior), guidance_scale=5.0, embedding_cache_dir=None, device="cpu")
+    else:
+        guidance = LatentDiffusionGuidance(str(tiny_latent_prior), resolution=32, guidance_scale=5.0, embedding_cache_dir=None, device="cpu")
+    guidance.set_prompt("a red cube")
+    cameras = _cameras(2, 24)
+    rgb = torch.rand(2, 24, 24, 3, requires_grad=True)
+    refined = guidance.refine(rgb, cameras, strength=0.5, n_steps=3)
+    assert refined.shape == rgb.shape and not refined.requires_grad
+    assert torch.isfinite(refined).all() and refined.min() >= 0.0 and refined.max() <= 1.0
+    with pytest.raises(ValueError, match="strength=0.0"):
+        guidance.refine(rgb, cameras, strength=0.0, n_steps=3)
+
+
+def test_refine_at_low_strength_keeps_the_image(tiny_pixel_prior):
+    """At t close to 0 the noise is tiny and DDIM returns (almost) the input: a random-weight
+    model cannot move it far; at full strength the output no longer follows the input."""
+    guidance = PixelDiffusionGuidance(str(tiny_pixel_prior), guidance_scale=1.0, embedding_cache_dir=None, device="cpu", seed=1)
+    guidance.set_prompt("a red cube")
+    cameras = _cameras(1, 32)
+    rgb = torch.zeros(1, 32, 32, 3)
+    rgb[:, 8:24, 8:24, 0] = 1.0
+    gentle = guidance.refine(rgb, cameras, strength=0.01, n_steps=1)
+    strong = guidance.refine(rgb, cameras, strength=1.0, n_steps=4)
+    assert (gentle - rgb).abs().mean() < 0.05
+    assert (strong - rgb).abs().mean() > 3 * (gentle - rgb).abs().mean()

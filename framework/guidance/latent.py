@@ -47,5 +47,11 @@ class LatentDiffusionGuidance(ScoreDistillation):
         latents = self.vae.encode(rgb.to(self.device, torch.float32) * 2.0 - 1.0).latent_dist.mean
         return latents * self.vae.config.scaling_factor
 
+    @torch.no_grad()
+    def decode_samples(self, x0: Tensor, size: tuple[int, int]) -> Tensor:
+        images = self.vae.decode(x0.to(self.device, torch.float32) / self.vae.config.scaling_factor).sample
+        images = (images * 0.5 + 0.5).clamp(0.0, 1.0)
+        return F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+
     def model_output(self, noisy: Tensor, timesteps: Tensor, embeddings: Tensor) -> Tensor:
         return self.unet(noisy.to(self.device), timesteps, encoder_hidden_states=embeddings).sample

@@ -52,6 +52,14 @@ class PixelDiffusionGuidance(ScoreDistillation):
             rgb = F.interpolate(rgb, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False)
         return rgb * 2.0 - 1.0
 
+    clip_denoised = True
+
+    def decode_samples(self, x0: Tensor, size: tuple[int, int]) -> Tensor:
+        images = (x0.float() * 0.5 + 0.5).clamp(0.0, 1.0)
+        if images.shape[-2:] != size:
+            images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+        return images
+
     def model_output(self, noisy: Tensor, timesteps: Tensor, embeddings: Tensor) -> Tensor:
         prediction = self.unet(noisy.to(self.device), timesteps, encoder_hidden_states=embeddings).sample
         return prediction[:, : noisy.shape[1]]  # IF also predicts a variance

@@ -110,6 +110,7 @@ class ScoreDistillation(ABC):
     # --- what a model family provides -------------------------------------------------------
     pretrained: str  # hub id or folder of the model
     scheduler: Any  # its diffusers noise scheduler (for alphas and the prediction type)
+    clip_denoised: bool = False  # clamp predicted x0 to the image range while denoising (pixel models)
 
     @abstractmethod
     def encode_text(self, prompts: list[str]) -> Tensor:
@@ -118,6 +119,10 @@ class ScoreDistillation(ABC):
     @abstractmethod
     def encode_images(self, rgb: Tensor) -> Tensor:
         """Images [B, 3, H, W] in [0, 1] -> model-space samples x0 (with gradients)."""
+
+    @abstractmethod
+    def decode_samples(self, x0: Tensor, size: tuple[int, int]) -> Tensor:
+        """Model-space samples -> images [B, 3, H, W] in [0, 1] at `size` (H, W)."""
 
     @abstractmethod
     def model_output(self, noisy: Tensor, timesteps: Tensor, embeddings: Tensor) -> Tensor:
@@ -219,6 +224,38 @@ class ScoreDistillation(ABC):
             "sds_grad_norm": grad.norm().detach(),
             "timestep": timesteps.float().mean(),
         }
+
+    @torch.no_grad()
+    def refine(self, rgb: Tensor, cameras: CameraBatch, strength: float, n_steps: int) -> Tensor:
+        """Multi-step denoising of renders (DreamGaussian's stage 2 target): noise to
+        t = strength * T, then `n_steps` deterministic DDIM steps with classifier-free guidance and
+        the view-dependent prompt down to t = 0.
+
+        Args:
+            rgb: [B, H, W, 3] renders in [0, 1].
+            strength: in (0, 1]; how much of the image the prior may change.
+            n_steps: DDIM steps from t = strength * T to 0.
+
+        Returns:
+            [B, H, W, 3] refined images in [0, 1] (no gradient), at the renders' resolution.
+        """
+        if not 0.0 < strength <= 1.0 or n_steps < 1:
+            raise ValueError(f"strength={strength} must be in (0, 1] and n_steps={n_steps} >= 1")
+        alphas = self.alphas_cumprod
+        t_start = max(1, int(round(strength * (alphas.shape[0] - 1))))
+        timesteps = torch.linspace(t_start, 0, n_steps + 1).round().long().unique_consecutive()
+        x0 = self.encode_images(rgb.permute(0, 3, 1, 2)).detach()
+        noise = torch.randn(x0.shape, generator=self.generator).to(x0)
+        sample = alphas[t_start].sqrt() * x0 + (1 - alphas[t_start]).sqrt() * noise
+        for t, t_next in zip(timesteps[:-1].tolist(), timesteps[1:].tolist()):
+            eps = self.guided_noise(sample, torch.full((x0.shape[0],), t), cameras).to(x0)
+            a_t = alphas[t].to(x0)
+            predicted = (sample - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+            if self.clip_denoised:
+                predicted = predicted.clamp(-1.0, 1.0)
+            a_next = alphas[t_next].to(x0) if t_next > 0 else torch.ones((), dtype=x0.dtype, device=x0.device)
+            sample = a_next.sqrt() * predicted + (1 - a_next).sqrt() * eps
+        return self.decode_samples(sample, tuple(rgb.shape[1:3])).permute(0, 2, 3, 1)
 
     def state_dict(self) -> dict[str, Tensor]:
         return {"generator": self.generator.get_state()}
