@@ -8,7 +8,7 @@ import torch
 import trimesh
 
 from framework.export.axes import Z_UP_TO_Y_UP, yup_to_zup, zup_to_yup
-from framework.export.marching_cubes import extract_mesh, remove_floaters
+from framework.export.marching_cubes import decimate, extract_mesh, mesh_from_grid, remove_floaters, sample_grid
 from framework.export.mesh_io import Texture, load_mesh_zup, write_glb, write_obj
 
 RADIUS = 0.5
@@ -90,6 +90,22 @@ def test_surface_cut_by_the_box_still_closes():
     mesh = trimesh.Trimesh(vertices, faces, process=False)
     assert mesh.is_watertight and mesh.volume > 0
     assert np.abs(vertices).max() <= 1.0 + 2.0 / 15
+
+
+def test_mesh_from_a_sampled_grid_equals_extract_mesh(sphere):
+    vertices, faces = mesh_from_grid(sample_grid(sphere_density, RESOLUTION), threshold=0.0)
+    np.testing.assert_array_equal(vertices, sphere[0])
+    np.testing.assert_array_equal(faces, sphere[1])
+
+
+def test_decimation_keeps_the_shape(sphere):
+    vertices, faces = decimate(*sphere, target_faces=300)
+    mesh = trimesh.Trimesh(vertices, faces, process=False)
+    assert 250 <= len(faces) <= 300 < len(sphere[1])
+    assert mesh.volume == pytest.approx(4 / 3 * np.pi * RADIUS**3, rel=0.06)
+    assert decimate(*sphere, target_faces=10**9)[1].shape == sphere[1].shape
+    with pytest.raises(ValueError, match="target_faces=2"):
+        decimate(*sphere, target_faces=2)
 
 
 @pytest.mark.parametrize("threshold", [1.5, -2.5])

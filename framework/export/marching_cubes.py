@@ -77,9 +77,16 @@ def extract_mesh(
             threshold and the field's range, the usual sign of a wrong threshold or an empty
             model).
     """
+    return mesh_from_grid(sample_grid(field, resolution, bound, chunk, device), threshold, bound)
+
+
+def mesh_from_grid(volume: np.ndarray, threshold: float, bound: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Marching cubes on densities already sampled on the grid of `sample_grid` ([R, R, R], (x, y, z)
+    order, over [-bound, bound]^3); see `extract_mesh` for the conventions and the error."""
     from skimage.measure import marching_cubes
 
-    volume = sample_grid(field, resolution, bound, chunk, device)
+    volume = np.asarray(volume, dtype=np.float32)
+    resolution = volume.shape[0]
     low, high = float(volume.min()), float(volume.max())
     if not low < threshold < high:
         raise ValueError(f"empty level set: threshold {threshold} is outside the field's range [{low:.6g}, {high:.6g}]")
@@ -89,6 +96,19 @@ def extract_mesh(
     vertices, faces, _, _ = marching_cubes(volume, level=threshold, spacing=(spacing,) * 3, gradient_direction="ascent")
     vertices = vertices - (bound + spacing)
     return vertices.astype(np.float32), faces.astype(np.int64)
+
+
+def decimate(vertices: np.ndarray, faces: np.ndarray, target_faces: int) -> tuple[np.ndarray, np.ndarray]:
+    """Quadric edge-collapse decimation (fast-simplification through trimesh) down to about
+    `target_faces`; marching cubes makes far more triangles than a texture stage needs."""
+    import trimesh
+
+    if target_faces < 4:
+        raise ValueError(f"target_faces={target_faces}: need at least 4")
+    if len(faces) <= target_faces:
+        return np.asarray(vertices, dtype=np.float32), np.asarray(faces, dtype=np.int64)
+    mesh = trimesh.Trimesh(vertices, faces, process=False).simplify_quadric_decimation(face_count=target_faces)
+    return np.asarray(mesh.vertices, dtype=np.float32), np.asarray(mesh.faces, dtype=np.int64)
 
 
 def remove_floaters(vertices: np.ndarray, faces: np.ndarray, min_fraction: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
