@@ -46,6 +46,7 @@ def wandb_offline() -> bool:
 
 OmegaConf.register_new_resolver("slug", slugify, replace=True)
 OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
+OmegaConf.register_new_resolver("sum", lambda *values: sum(values), replace=True)  # stage lengths -> max_steps
 
 
 def resolve_backend(backend: str) -> torch.device:

@@ -98,3 +98,13 @@ def test_datamodule_batches_depend_only_on_index_and_follow_schedules():
     late = module.training_batch(12)
     assert (late.batch_size, late.height) == (2, 64)
     assert math.isclose(module.val_dataloader().dataset[0].batch_size, 4)
+
+
+def test_cat_joins_batches_and_refuses_mixed_resolutions():
+    a = orbit_ring(3, 10.0, 2.8, 42.0, 16)
+    b = orbit_ring(2, 60.0, 2.5, 40.0, 16)
+    both = CameraBatch.cat([a, b])
+    assert both.batch_size == 5 and both.height == 16
+    assert torch.equal(both.subset(slice(3, 5)).c2w, b.c2w) and torch.equal(both.elevation_deg[:3], a.elevation_deg)
+    with pytest.raises(ValueError, match="different resolutions"):
+        CameraBatch.cat([a, b.with_resolution(32)])

@@ -144,6 +144,21 @@ class CameraBatch:
             distance=self.distance[rows],
         )
 
+    @classmethod
+    def cat(cls, batches: "list[CameraBatch]") -> "CameraBatch":
+        """One batch of all cameras of `batches` (which must share a resolution)."""
+        sizes = {(b.height, b.width) for b in batches}
+        if len(sizes) != 1:
+            raise ValueError(f"cannot concatenate camera batches of different resolutions {sorted(sizes)}")
+        return replace(
+            batches[0],
+            c2w=torch.cat([b.c2w for b in batches]),
+            fovy_deg=torch.cat([b.fovy_deg for b in batches]),
+            elevation_deg=torch.cat([b.elevation_deg for b in batches]),
+            azimuth_deg=torch.cat([b.azimuth_deg for b in batches]),
+            distance=torch.cat([b.distance for b in batches]),
+        )
+
     def with_resolution(self, height: int, width: int | None = None) -> "CameraBatch":
         return replace(self, height=height, width=width if width is not None else height)
 
