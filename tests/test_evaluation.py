@@ -1,4 +1,4 @@
-"""Ground truth and evaluation tools: the mesh rasterizer, metrics, scripts and the prior's scorer."""
+"""Ground truth and evaluation tools: asset rendering, metrics, scripts and the prior's scorer."""
 
 from __future__ import annotations
 
@@ -32,7 +32,6 @@ from framework.evaluation.views import evaluation_cameras
 from framework.export.mesh_io import Texture, load_mesh_zup, write_glb
 from framework.guidance.prompts import VIEWS
 from framework.prior.sampling import load_prior, sample_images
-from framework.renderers.mesh_torch import interpolate, rasterize
 from framework.world.objects import OBJECTS, parse_prompt
 from framework.world.render import object_mesh, render_object
 
@@ -54,7 +53,7 @@ def _write_glb(path: Path, obj_name: str, colour: str) -> None:
     write_glb(path, mesh.vertices, mesh.faces, vertex_colors=mesh.visual.vertex_colors[:, :3] / 255.0)
 
 
-# --- the rasterizer -------------------------------------------------------------------------
+# --- asset rendering --------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", ["cube", "mug"])
@@ -64,50 +63,6 @@ def test_rasterized_mesh_matches_sphere_tracer(name):
     rgb, mask = render_asset(_asset_of(name, "red"), cameras)
     assert (mask_iou(mask, true_mask) > 0.95).all()
     assert (color_error(rgb, true_rgb, mask, true_mask) < 0.05).all()
-
-
-def test_rasterizer_depth_and_barycentrics_land_on_the_surface():
-    asset = _asset_of("torus", "blue", resolution=64)
-    cameras = orbit_ring(2, 40.0, 2.8, 42.0, 48)
-    face_index, barycentrics, depth = rasterize(asset.vertices, asset.faces, cameras)
-    covered = face_index >= 0
-    assert covered.any() and (~covered).any()
-    assert torch.allclose(barycentrics[covered].sum(-1), torch.ones(int(covered.sum())), atol=1e-5)
-    assert (barycentrics[covered] >= -1e-6).all()
-    points = interpolate(asset.vertices, asset.faces, face_index, barycentrics)
-    distance, _ = OBJECTS["torus"].evaluate(points[covered])
-    assert distance.abs().max() < 0.02
-    # Depth is the OpenCV camera z of the visible point; 0 on the background.
-    w2c = cameras.world_to_camera_opencv()
-    camera_z = torch.einsum("bij,bhwj->bhwi", w2c[:, :3, :3], points)[..., 2] + w2c[:, 2, 3][:, None, None]
-    assert torch.allclose(depth[covered], camera_z[covered], atol=1e-4)
-    assert (depth[~covered] == 0).all() and (points[~covered] == 0).all()
-
-
-def test_rasterizer_is_independent_of_chunking():
-    asset = _asset_of("snowman", "green", resolution=48)
-    cameras = orbit_ring(2, 10.0, 2.8, 42.0, 32)
-    big = rasterize(asset.vertices, asset.faces, cameras)
-    small = rasterize(asset.vertices, asset.faces, cameras, max_pairs=1)  # one face per chunk
-    for a, b in zip(big, small):
-        assert torch.equal(a, b)
-
-
-def test_rasterizer_pixel_convention_matches_rays():
-    # A huge triangle in front of the camera covers every pixel; one shifted right covers the right half.
-    cameras = orbit_ring(1, 0.0, 3.0, 40.0, 8)
-    vertices = torch.tensor([[0.0, -0.1, -5.0], [0.0, 5.0, 5.0], [0.0, -0.1, 5.0], [0.0, 5.0, -5.0]])
-    faces = torch.tensor([[0, 1, 2], [0, 3, 1]])
-    face_index, _, _ = rasterize(vertices, faces, cameras)
-    # Azimuth 0 looks down -x: world +y is the image's right.
-    assert (face_index[0, :, 4:] >= 0).all() and (face_index[0, :, :4] < 0).all()
-
-
-def test_rasterizer_rejects_bad_shapes():
-    with pytest.raises(ValueError, match="vertices must be"):
-        rasterize(torch.zeros(3, 2), torch.zeros(1, 3, dtype=torch.long), orbit_ring(1, 0.0, 3.0, 40.0, 8))
-    with pytest.raises(ValueError, match="there are 3"):
-        rasterize(torch.zeros(3, 3), torch.tensor([[0, 1, 5]]), orbit_ring(1, 0.0, 3.0, 40.0, 8))
 
 
 # --- metrics, views and axes ------------------------------------------------------------------

@@ -16,7 +16,7 @@ from trimesh.visual import TextureVisuals
 
 from framework.cameras.camera import CameraBatch
 from framework.export.mesh_io import load_mesh_zup
-from framework.renderers.mesh_torch import interpolate, rasterize
+from framework.renderers.mesh_raster import MeshRasterizer, clip_positions
 from framework.world.render import AMBIENT, light_directions
 
 
@@ -94,19 +94,19 @@ def render_asset(asset: MeshAsset, cameras: CameraBatch, supersample: int = 2) -
     inconsistent windings in generated meshes do not count as colour errors.
     """
     fine = cameras.to("cpu").with_resolution(cameras.height * supersample, cameras.width * supersample)
-    face_index, barycentrics, _ = rasterize(asset.vertices, asset.faces, fine)
+    rasterizer = MeshRasterizer(backend="torch")
+    rast = rasterizer.rasterize(clip_positions(asset.vertices, fine), asset.faces, (fine.height, fine.width))
+    face_index = rast[..., 3].long() - 1
     covered = face_index >= 0
     if asset.texture is not None:
-        uv = interpolate(asset.uvs, asset.faces, face_index, barycentrics)  # [B, h, w, 2]
-        grid = torch.stack([uv[..., 0] * 2 - 1, 1 - uv[..., 1] * 2], dim=-1)
-        texture = asset.texture.permute(2, 0, 1)[None].expand(grid.shape[0], -1, -1, -1)
-        albedo = F.grid_sample(texture, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        albedo = albedo.permute(0, 2, 3, 1)
+        uv = rasterizer.interpolate(asset.uvs, rast, asset.faces)  # [B, h, w, 2], v up from the bottom row
+        v_down = torch.stack([uv[..., 0], 1 - uv[..., 1]], dim=-1)
+        albedo = rasterizer.texture(asset.texture[None], v_down, boundary_mode="clamp")
     else:
-        albedo = interpolate(asset.colours, asset.faces, face_index, barycentrics)
-    points = interpolate(asset.vertices, asset.faces, face_index, barycentrics)
+        albedo = rasterizer.interpolate(asset.colours, rast, asset.faces)
+    points = rasterizer.interpolate(asset.vertices, rast, asset.faces)
     smooth_normals = vertex_normals(asset.vertices, asset.faces)
-    normals = F.normalize(interpolate(smooth_normals, asset.faces, face_index, barycentrics), dim=-1)
+    normals = F.normalize(rasterizer.interpolate(smooth_normals, rast, asset.faces), dim=-1)
     corners = asset.vertices[asset.faces[face_index.clamp(min=0)]]  # [B, h, w, 3, 3]
     edges = corners[..., 1:, :] - corners[..., :1, :]
     geometric = torch.linalg.cross(edges[..., 0, :], edges[..., 1, :], dim=-1)

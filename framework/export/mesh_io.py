@@ -108,12 +108,13 @@ def write_obj(
     faces: np.ndarray,
     vertex_colors: np.ndarray | None = None,
     texture: Texture | None = None,
+    texture_name: str | None = None,
 ) -> None:
     """Write a Wavefront OBJ, +Y up like our GLB files.
 
-    A textured mesh also gets `<stem>.mtl` and `<stem>.png` beside `path`. Vertex colours go in
-    the widely read `v x y z r g b` extension and need no material library, so an untextured
-    mesh is the OBJ file alone.
+    A textured mesh also gets `<stem>.mtl` and `<texture_name>.png` beside `path`. Vertex colours
+    go in the widely read `v x y z r g b` extension and need no material library, so an
+    untextured mesh is the OBJ file alone.
 
     Args:
         path: the `.obj` file.
@@ -121,9 +122,11 @@ def write_obj(
         faces: [F, 3] int vertex indices, counter-clockwise seen from outside.
         vertex_colors: [V, 3] float RGB in [0, 1], or None.
         texture: a UV-mapped texture instead of vertex colours, or None.
+        texture_name: stem of the texture image (and name of its material); the OBJ's stem if None.
     """
     path = Path(path)
-    mesh = _mesh(vertices, faces, vertex_colors, texture, partial(_obj_material, name=path.stem))
+    material = partial(_obj_material, name=texture_name or path.stem)
+    mesh = _mesh(vertices, faces, vertex_colors, texture, material)
     text, assets = trimesh.exchange.obj.export_obj(mesh, return_texture=True, mtl_name=f"{path.stem}.mtl")
     # The material library and texture first, so the OBJ never references a missing file.
     for name, data in sorted(assets.items(), key=lambda item: item[0].endswith(".mtl")):
