@@ -42,3 +42,40 @@ def tiny_overrides(run_dir: Path, prior: Path, max_steps: int = 4) -> list[str]:
         "callbacks.checkpoint.every_n_train_steps=2",
         "~callbacks.progress",
     ]
+
+
+def tiny_gaussian_overrides(run_dir: Path, prior: Path, gaussian_steps: int = 4, texture_steps: int = 2) -> list[str]:
+    """A DreamGaussian run small enough for a unit test: 256 Gaussians at 32 px, densifying from
+    step 1 every 2 steps with a low growth threshold so the count really changes, a 32^3 mesh
+    grid and a 64^2 texture."""
+    return [
+        f"run_dir={run_dir}",
+        f"guidance.pretrained={prior}",
+        "guidance.embedding_cache_dir=null",
+        f"stages.gaussians={gaussian_steps}",
+        f"stages.densify_until={gaussian_steps}",
+        f"stages.texture={texture_steps}",
+        "trainer.val_check_interval=2",
+        "trainer.log_every_n_steps=1",
+        "trainer.enable_progress_bar=false",
+        "logger=csv",
+        "camera.batch_size=2",
+        "camera.resolution=32",
+        "camera.eval_resolution=32",
+        "camera.n_validation_views=2",
+        "camera.n_turntable_frames=8",
+        "representation.n_init=256",
+        "representation.init_opacity=0.5",
+        "system.strategy.refine_start_iter=1",
+        "system.strategy.refine_every=2",
+        "system.strategy.grow_grad2d=1e-7",
+        "system.refine_steps=2",
+        "callbacks.stages.grid_resolution=32",
+        "callbacks.stages.density_threshold=0.05",
+        "callbacks.stages.target_faces=500",
+        "callbacks.stages.texture_size=64",
+        "callbacks.stages.bake_resolution=32",
+        "callbacks.stages.bake_views_per_ring=4",
+        "callbacks.checkpoint.every_n_train_steps=1",
+        "~callbacks.progress",
+    ]

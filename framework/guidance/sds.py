@@ -21,7 +21,7 @@ from torch import Tensor
 from framework.cameras.camera import CameraBatch
 from framework.guidance.embedding_cache import DEFAULT_CACHE_DIR, EmbeddingCache
 from framework.guidance.prompts import VIEWS, ViewThresholds, view_dependent_prompt, view_index
-from framework.schedules import Scalar, value_at
+from framework.schedules import Scalar, as_scalar, value_at
 
 WEIGHTINGS = ("sds", "uniform", "fantasia3d")
 
@@ -95,10 +95,10 @@ class ScoreDistillation(ABC):
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting={weighting!r}: expected one of {WEIGHTINGS}")
         self.guidance_scale = guidance_scale
-        self.t_min = t_min
-        self.t_max = t_max
+        self.t_min = as_scalar(t_min)
+        self.t_max = as_scalar(t_max)
         self.weighting = weighting
-        self.grad_clip = grad_clip
+        self.grad_clip = as_scalar(grad_clip) if grad_clip is not None else None
         self.view_dependent = view_dependent
         self.view_thresholds = view_thresholds or ViewThresholds()
         self.negative_prompt = negative_prompt

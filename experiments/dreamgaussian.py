@@ -1,0 +1,196 @@
+"""DreamGaussian: SDS on 3D Gaussians with densification, then a textured mesh refined by
+multi-step denoising.
+
+Stage "gaussians": renders of the Gaussians go through SDS (annealed timesteps, scheduled
+resolution); a gsplat strategy densifies and prunes around every step. The stage switch
+(`framework.callbacks.gaussian_stages.GaussiansToMesh`) turns the Gaussians into a UV-textured
+mesh and calls `enter_texture_stage`. Stage "texture": each step renders the mesh, lets the prior
+denoise the render from a small noise level (I_fine = denoise(I_coarse + eps(t_start))) and fits
+the texture to it with an MSE.
+
+Optimisation is manual because gsplat's strategies must run around `backward()` and replace
+parameters together with their optimiser state; the stage and the Gaussian count are in every
+checkpoint, so `resume=` rebuilds the right modules before their weights are loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+from gsplat.strategy import MCMCStrategy
+from gsplat.strategy.base import Strategy
+from torch import Tensor, nn
+
+from framework.cameras.camera import CameraBatch
+from framework.guidance.sds import ScoreDistillation
+from framework.optimizers import OptimizerGroup
+from framework.representations.gaussians import GaussianModel
+from framework.representations.textured_mesh import TexturedMesh
+from framework.schedules import as_scalar, value_at
+from framework.system import GenerationSystem
+
+STAGES = ("gaussians", "texture")
+
+
+class DreamGaussianSystem(GenerationSystem):
+    """Args (besides `GenerationSystem`'s; `learning_rates` maps Gaussian parameter names —
+    means, scales, quats, opacities, sh0, shN — and "background" to numbers or schedules):
+        strategy: a gsplat densification strategy (`DefaultStrategy` or `MCMCStrategy`).
+        scene_scale: the scene's extent for the strategy's size thresholds (our objects fit the
+            unit sphere).
+        mesh_renderer: renders a `TexturedMesh` (rgb, opacity) over the background.
+        texture_learning_rates: "texture" and, when vertices move, "vertex_offsets".
+        refine_strength: noise level t_start / T of the stage-2 target (a number or schedule).
+        refine_steps: DDIM steps of the stage-2 target.
+        refine_weight: weight of the stage-2 MSE.
+        seed: of the generator behind densification's random splits (checkpointed, so a resumed
+            run splits exactly like an uninterrupted one).
+    """
+
+    def __init__(
+        self,
+        representation: GaussianModel,
+        material: nn.Module,
+        background: nn.Module,
+        renderer: nn.Module,
+        guidance: ScoreDistillation,
+        losses: Mapping[str, Callable[[dict[str, Tensor]], Tensor]],
+        loss_weights: Mapping[str, Any],
+        optimizer: Callable[..., torch.optim.Optimizer],
+        learning_rates: Mapping[str, Any],
+        strategy: Strategy,
+        mesh_renderer: nn.Module,
+        texture_learning_rates: Mapping[str, Any],
+        scene_scale: float = 1.0,
+        refine_strength: Any = 0.3,
+        refine_steps: int = 4,
+        refine_weight: float = 1.0,
+        seed: int = 0,
+        save_dir: str | Path = "save",
+    ) -> None:
+        super().__init__(representation, material, background, renderer, guidance, losses, loss_weights, optimizer, {}, save_dir)
+        self.automatic_optimization = False
+        self.learning_rates = {name: as_scalar(lr) for name, lr in learning_rates.items()}
+        missing = set(representation.params) - set(self.learning_rates)
+        if missing:
+            raise ValueError(f"learning_rates has no entry for the Gaussian parameters {sorted(missing)}")
+        self.texture_learning_rates = {name: as_scalar(lr) for name, lr in texture_learning_rates.items()}
+        self.strategy = strategy
+        self.strategy_state = strategy.initialize_state(scene_scale=scene_scale)
+        self.mesh_renderer = mesh_renderer
+        self.mesh: TexturedMesh | None = None
+        self.stage = STAGES[0]
+        self.refine_strength = as_scalar(refine_strength)
+        self.refine_steps = refine_steps
+        self.refine_weight = refine_weight
+        self.generator = torch.Generator().manual_seed(seed)
+
+    # --- stages -----------------------------------------------------------------------------------
+    def enter_texture_stage(self, mesh: TexturedMesh) -> None:
+        """Switch to optimising `mesh` (called by the stage-switch callback)."""
+        self.mesh = mesh.to(self.device)
+        self.stage = "texture"
+        if self._trainer is not None and self.trainer.optimizers:
+            group = self.trainer.optimizers[0]
+            assert isinstance(group, OptimizerGroup)
+            group.replace_members(self._stage_optimizers())
+
+    def render(self, cameras: CameraBatch, training: bool) -> dict[str, Tensor]:
+        if self.stage == "texture":
+            assert self.mesh is not None
+            return self.mesh_renderer(self.mesh, self.background, cameras, training)
+        return super().render(cameras, training)
+
+    # --- optimisation ------------------------------------------------------------------------------
+    def _stage_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        def single(parameter: nn.Parameter, name: str) -> torch.optim.Optimizer:
+            return self.optimizer_factory([{"params": [parameter], "lr": 0.0, "name": name}])
+
+        if self.stage == "gaussians":
+            members = {name: single(p, name) for name, p in self.representation.params.items()}
+            rates = self.learning_rates
+        else:
+            assert self.mesh is not None
+            members = {name: single(p, name) for name, p in self.mesh.named_parameters()}
+            rates = self.texture_learning_rates
+        unknown = set(members) - set(rates)
+        if unknown:
+            raise ValueError(f"no learning rate for {sorted(unknown)} in stage {self.stage!r}")
+        background = [p for p in self.background.parameters() if p.requires_grad]
+        if background:
+            members["background"] = self.optimizer_factory([{"params": background, "lr": 0.0, "name": "background"}])
+        return members
+
+    def configure_optimizers(self) -> OptimizerGroup:
+        return OptimizerGroup(self._stage_optimizers())
+
+    def _set_learning_rates(self, group: OptimizerGroup, step: int) -> None:
+        rates = self.learning_rates if self.stage == "gaussians" else self.texture_learning_rates
+        for name, optimizer in group.members.items():
+            for param_group in optimizer.param_groups:
+                param_group["lr"] = value_at(rates.get(name, self.learning_rates.get(name, 0.0)), step)
+
+    def _gaussian_members(self, group: OptimizerGroup) -> dict[str, torch.optim.Optimizer]:
+        return {name: group.members[name] for name in self.representation.params}
+
+    def training_step(self, batch: CameraBatch, batch_idx: int) -> Tensor:
+        step = self.global_step
+        group = self.optimizers()
+        inner: OptimizerGroup = group.optimizer  # type: ignore[assignment]
+        self._set_learning_rates(inner, step)
+        render = self.render(batch, training=True)
+        if self.stage == "gaussians":
+            info = render["info"]
+            self.strategy.step_pre_backward(self.representation.params, self._gaussian_members(inner), self.strategy_state, step, info)
+            losses = self.compute_losses(render, batch, step)
+        else:
+            losses = self.texture_losses(render, batch, step)
+        group.zero_grad()
+        self.manual_backward(losses["loss"])
+        group.step()
+        if self.stage == "gaussians":
+            self._densify(inner, step, info)
+            losses["n_gaussians"] = torch.tensor(float(self.representation.num_gaussians))
+        self.log_dict({f"train/{k}": v.detach().float() for k, v in losses.items()}, prog_bar=False)
+        self.log("loss", losses["loss"].detach(), prog_bar=True, logger=False)
+        self.log("train/resolution", float(batch.height))
+        return losses["loss"]
+
+    def _densify(self, group: OptimizerGroup, step: int, info: dict[str, Any]) -> None:
+        """The strategy's post-backward step, its random draws (splits, MCMC noise) taken from
+        our checkpointed generator instead of the global one."""
+        extra = {"lr": value_at(self.learning_rates["means"], step)} if isinstance(self.strategy, MCMCStrategy) else {"packed": False}
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(int(torch.randint(2**62, (1,), generator=self.generator)))
+            self.strategy.step_post_backward(self.representation.params, self._gaussian_members(group), self.strategy_state, step, info, **extra)
+
+    def texture_losses(self, render: dict[str, Tensor], cameras: CameraBatch, step: int) -> dict[str, Tensor]:
+        """Stage 2: MSE between the render and the prior's multi-step denoising of it."""
+        strength = value_at(self.refine_strength, step)
+        target = self.guidance.refine(render["rgb"].detach(), cameras, strength, self.refine_steps)
+        loss = self.refine_weight * F.mse_loss(render["rgb"], target.to(render["rgb"]))
+        return {"loss_refine": loss, "loss": loss, "refine_strength": torch.tensor(strength)}
+
+    # --- checkpoints: stage, sizes and strategy state ---------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["stage"] = self.stage
+        checkpoint["n_gaussians"] = self.representation.num_gaussians
+        checkpoint["strategy_state"] = dict(self.strategy_state)
+        if self.mesh is not None:
+            checkpoint["mesh_sizes"] = self.mesh.sizes()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        stage = checkpoint.get("stage", STAGES[0])
+        if stage not in STAGES:
+            raise ValueError(f"the checkpoint's stage {stage!r} is not one of {STAGES}")
+        self.representation.resize(int(checkpoint["n_gaussians"]))
+        self.strategy_state.update(checkpoint.get("strategy_state", {}))
+        self.stage = stage
+        if "mesh_sizes" in checkpoint:
+            self.mesh = TexturedMesh.empty(**checkpoint["mesh_sizes"]).to(self.device)
