@@ -1,7 +1,7 @@
 """Speed and memory of the building blocks, side by side in one run (machines are noisy: compare
 ratios within a table, not across runs).
 
-    python scripts/benchmark.py [--repeats 5] [--device cpu|cuda] [--only encodings,nerf,guidance,demo]
+    python scripts/benchmark.py [--repeats 5] [--device cpu|cuda] [--only encodings,nerf,guidance,demo,splatting]
 
 Prints a table: median seconds over `--repeats` runs (after one warm-up), derived throughput, and
 peak memory (CUDA: per benchmark; CPU: the process's peak resident size so far).
@@ -10,6 +10,7 @@ peak memory (CUDA: per benchmark; CPU: the process's peak resident size so far).
 from __future__ import annotations
 
 import argparse
+import math
 import resource
 import statistics
 import sys
@@ -21,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from framework.cameras.camera import CameraBatch  # noqa: E402
 from framework.cameras.distribution import OrbitDistribution  # noqa: E402
 from framework.renderers.occupancy import OccupancyGrid  # noqa: E402
 from framework.renderers.volume import VolumeRenderer  # noqa: E402
@@ -134,7 +136,49 @@ def demo(repeats: int, device: torch.device) -> list[Row]:
     return [(f"DreamFusion demo step ({steps} steps: ~{steps * seconds / 60:.1f} min)", seconds, f"{1 / seconds:.2f} it/s", peak)]
 
 
-BENCHMARKS = {"encodings": encodings, "nerf": nerf, "guidance": guidance, "demo": demo}
+def splatting(repeats: int, device: torch.device) -> list[Row]:
+    """Gaussian splatting forward+backward: our torch tile rasterizer against the dense reference
+    (every pixel x every Gaussian) and, on CUDA, gsplat. An object of 4096 Gaussians (DreamGaussian's
+    initial scale) filling about half the width of a 128 px view. Throughput shows the speed-up
+    over the dense reference."""
+    from framework.renderers.splatting import rasterize_gaussians
+    from tests.splatting_reference import render_reference
+
+    generator = torch.Generator().manual_seed(0)
+    n, size = 4096, 128
+    directions = torch.nn.functional.normalize(torch.randn(n, 3, generator=generator), dim=-1)
+    gaussians = [
+        directions * 0.5 * torch.rand(n, 1, generator=generator) ** (1 / 3),
+        torch.randn(n, 4, generator=generator),
+        torch.exp(torch.randn(n, 3, generator=generator) * 0.3 + math.log(0.03)),
+        torch.rand(n, generator=generator) * 0.8 + 0.1,
+        torch.rand(n, 3, generator=generator),
+    ]
+    gaussians = [tensor.to(device).requires_grad_() for tensor in gaussians]
+    cameras = CameraBatch.from_orbit(torch.tensor([15.0]), torch.tensor([30.0]), torch.tensor([2.5]), torch.tensor([49.0]), size).to(device)
+    view = (cameras.world_to_camera_opencv(), cameras.intrinsics(), size, size)
+
+    def step(render: Callable[..., tuple]) -> Callable[[], None]:
+        def run() -> None:
+            image, alpha = render(*gaussians, *view)[:2]
+            (image.sum() + alpha.sum()).backward()
+
+        return run
+
+    dense_repeats = 1 if device.type == "cpu" else repeats  # 5-10 s a run on a CPU core
+    cases = [("torch tiles", step(lambda *args: rasterize_gaussians(*args, backend="torch")), repeats)]
+    cases.append((f"dense reference (median of {dense_repeats})", step(render_reference), dense_repeats))
+    if device.type == "cuda":
+        cases.append(("gsplat CUDA", step(lambda *args: rasterize_gaussians(*args, backend="cuda")), repeats))
+    timings = [(name, *measure(fn, count, device)) for name, fn, count in cases]
+    dense_seconds = timings[1][1]
+    return [
+        (f"splat fwd+bwd {n} GS {size}px: {name}", seconds, f"{1 / seconds:.2f} it/s ({dense_seconds / seconds:.0f}x)", peak)
+        for name, seconds, peak in timings
+    ]
+
+
+BENCHMARKS = {"encodings": encodings, "nerf": nerf, "guidance": guidance, "demo": demo, "splatting": splatting}
 
 
 def main() -> None:
