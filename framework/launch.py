@@ -19,11 +19,14 @@ from pathlib import Path
 import hydra
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from framework.utils.checkpoint_io import AtomicCheckpointIO, load_checkpoint_file
+from framework.utils.run_record import RunRecord, sweep_group
 
 MAX_PROMPT_CHARS = 300
 
@@ -46,6 +49,7 @@ def wandb_offline() -> bool:
 
 OmegaConf.register_new_resolver("slug", slugify, replace=True)
 OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
+OmegaConf.register_new_resolver("sweep_group", sweep_group, replace=True)  # one wandb group per sweep
 OmegaConf.register_new_resolver("sum", lambda *values: sum(values), replace=True)  # stage lengths -> max_steps
 
 
@@ -58,6 +62,14 @@ def resolve_backend(backend: str) -> torch.device:
     if backend == "torch":
         return torch.device("cpu")
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def job_device(device: torch.device, gpu_per_job: bool) -> torch.device:
+    """With gpu_per_job=true, multirun job N uses GPU N mod (GPU count): joblib and submitit's local
+    executor do not pin GPUs per job, and their reused workers cannot switch CUDA_VISIBLE_DEVICES."""
+    if not gpu_per_job or device.type != "cuda" or not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return device
+    return torch.device("cuda", HydraConfig.get().job.num % torch.cuda.device_count())
 
 
 def check_prompt(prompt: object) -> str:
@@ -80,21 +92,30 @@ def build_system(cfg: DictConfig, device: torch.device) -> tuple[pl.LightningMod
     return system, instantiate(cfg.camera)
 
 
-def run(cfg: DictConfig) -> Path:
+def run(cfg: DictConfig, record: RunRecord | None = None) -> Path:
+    """Fit, test (turntable) and export; `record` (launch's RUN_DIR/run.json) also gives the loggers
+    the run config and wandb its kept run id."""
     run_dir = Path(cfg.run_dir)
     check_prompt(cfg.prompt)
-    device = resolve_backend(cfg.backend)
+    device = job_device(resolve_backend(cfg.backend), cfg.get("gpu_per_job", False))
     if cfg.get("resume") and not Path(cfg.resume).is_file():
         raise FileNotFoundError(f"resume={cfg.resume!r}: no such checkpoint file")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     system, datamodule = build_system(cfg, device)
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
+    if record is not None and OmegaConf.select(cfg, "logger.wandb") is not None:
+        cfg.logger.wandb.id = record.wandb_id
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values()]
+    if record is not None:
+        callbacks.append(record)
+        for logger in loggers:
+            logger.log_hyperparams(record.run_config(cfg))
     trainer = instantiate(
         cfg.trainer,
         callbacks=callbacks,
         logger=loggers or False,
         accelerator="gpu" if device.type == "cuda" else "cpu",
+        **({"devices": [device.index]} if device.index is not None else {}),
         default_root_dir=str(run_dir),
         plugins=[AtomicCheckpointIO()],
     )
@@ -110,18 +131,40 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
 
 
+def error_line(error: BaseException) -> str:
+    """The one line a failed run prints and records: input errors as they are, anything else (the
+    cause of a failed instantiation included) with its type."""
+    if isinstance(error, (ValueError, FileNotFoundError)):
+        text = str(error)
+    else:
+        cause = (error.__cause__ or error) if isinstance(error, InstantiationException) else error
+        text = f"{type(cause).__name__}: {cause}"
+    lines = text.strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    """One run, recorded in RUN_DIR/run.json. A failed single run exits 2 with one line (input errors);
+    a failed multirun job is logged and returns, so the sweep's other jobs still run."""
     _quiet_libraries()
+    hydra_cfg = HydraConfig.get()
+    record = None
     try:
-        run_dir = run(cfg)
-    except InstantiationException as error:
-        cause = error.__cause__ or error
-        print(f"error: {type(cause).__name__}: {cause}".splitlines()[0], file=sys.stderr)
-        sys.exit(2)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}".splitlines()[0], file=sys.stderr)
-        sys.exit(2)
+        record = RunRecord(cfg.run_dir, list(hydra_cfg.overrides.task), cfg.get("resume"))
+        run_dir = run(cfg, record)
+    except BaseException as error:
+        line = error_line(error)
+        if record is not None:
+            record.finish("failed" if isinstance(error, Exception) else "interrupted", line)
+        if hydra_cfg.mode == RunMode.MULTIRUN and isinstance(error, Exception):
+            logging.getLogger(__name__).error("job %s failed: %s", hydra_cfg.job.num, line)
+            return
+        if isinstance(error, (InstantiationException, ValueError, FileNotFoundError)):
+            print(f"error: {line}", file=sys.stderr)
+            sys.exit(2)
+        raise
+    record.finish("completed")
     print(run_dir)
 
 
