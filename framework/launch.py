@@ -87,8 +87,8 @@ def build_system(cfg: DictConfig, device: torch.device) -> tuple[pl.LightningMod
     system = instantiate(cfg.system, guidance=guidance)
     if cfg.get("init_from"):
         state = load_checkpoint_file(cfg.init_from)
+        system.on_load_checkpoint(state)  # first: it resizes what the checkpoint resized (Gaussians)
         system.load_state_dict(state["state_dict"])
-        system.on_load_checkpoint(state)
     return system, instantiate(cfg.camera)
 
 
