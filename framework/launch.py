@@ -4,7 +4,7 @@
         [trainer.max_steps=N] [resume=<ckpt>] [init_from=<ckpt>] [backend=auto|torch|cuda]
         [guidance=<name>]
 
-The last line printed is the run directory.
+It prints the exports it wrote (GLB, PLY, turntable video), then, last, the run directory.
 """
 
 from __future__ import annotations
@@ -165,6 +165,8 @@ def main(cfg: DictConfig) -> None:
             sys.exit(2)
         raise
     record.finish("completed")
+    for relative in record.data["exports"]:
+        print(f"wrote {Path(run_dir) / relative}")
     print(run_dir)
 
 
