@@ -31,6 +31,7 @@ from framework.representations.gaussians import GaussianModel
 from framework.representations.textured_mesh import TexturedMesh
 from framework.schedules import as_scalar, value_at
 from framework.system import GenerationSystem
+from framework.utils.nonfinite import is_finite
 
 STAGES = ("gaussians", "texture")
 
@@ -48,6 +49,7 @@ class DreamGaussianSystem(GenerationSystem):
         refine_weight: weight of the stage-2 MSE.
         seed: of the generator behind densification's random splits (checkpointed, so a resumed
             run splits exactly like an uninterrupted one).
+        max_bad_steps: see `GenerationSystem`.
     """
 
     def __init__(
@@ -70,8 +72,9 @@ class DreamGaussianSystem(GenerationSystem):
         refine_weight: float = 1.0,
         seed: int = 0,
         save_dir: str | Path = "save",
+        max_bad_steps: int = 20,
     ) -> None:
-        super().__init__(representation, material, background, renderer, guidance, losses, loss_weights, optimizer, {}, save_dir)
+        super().__init__(representation, material, background, renderer, guidance, losses, loss_weights, optimizer, {}, save_dir, max_bad_steps)
         self.automatic_optimization = False
         self.learning_rates = {name: as_scalar(lr) for name, lr in learning_rates.items()}
         missing = set(representation.params) - set(self.learning_rates)
@@ -150,9 +153,13 @@ class DreamGaussianSystem(GenerationSystem):
             losses = self.texture_losses(render, batch, step)
         group.zero_grad()
         self.manual_backward(losses["loss"])
+        # A NaN/Inf step is skipped whole: no gradients reach the optimisers and the strategy
+        # neither accumulates its gradient statistics nor densifies.
+        admitted = self.admit_step(is_finite(losses["loss"]), inner)
         group.step()
         if self.stage == "gaussians":
-            self._densify(inner, step, info)
+            if admitted:
+                self._densify(inner, step, info)
             losses["n_gaussians"] = torch.tensor(float(self.representation.num_gaussians))
         self.log_dict({f"train/{k}": v.detach().float() for k, v in losses.items()}, prog_bar=False)
         self.log("loss", losses["loss"].detach(), prog_bar=True, logger=False)

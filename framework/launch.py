@@ -1,10 +1,16 @@
 """The Hydra entry point: compose the config, build the parts, fit, render the turntable, export.
 
     python -m framework.launch experiment=dreamfusion prompt="a red cube" [seed=N]
-        [trainer.max_steps=N] [resume=<ckpt>] [init_from=<ckpt>] [backend=auto|torch|cuda]
-        [guidance=<name>]
+        [trainer.max_steps=N] [resume=<ckpt>|auto] [init_from=<ckpt>] [backend=auto|torch|cuda]
+        [guidance=<name>] [image=<file>] [max_bad_steps=K]
 
-It prints the exports it wrote (GLB, PLY, turntable video), then, last, the run directory.
+`resume=auto` continues from the run's own RUN_DIR/ckpts/last.ckpt when it exists and starts fresh
+otherwise: the same command run again in the same run directory (`hydra.run.dir=...`, or a requeued
+sweep job, whose directory is fixed by its number and values) picks up where a killed run stopped.
+
+It prints the exports it wrote (GLB, PLY, turntable video), then, last, the run directory. Bad input
+exits 2 with one line, `error: ...`, on stderr (Hydra's composition errors too, unless
+HYDRA_FULL_ERROR=1); a run stopped by NaN/Inf steps or by running out of memory exits 1 the same way.
 """
 
 from __future__ import annotations
@@ -20,12 +26,15 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
+from hydra.errors import CompactHydraException, InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 
+from framework.schedules import value_at
 from framework.utils.checkpoint_io import AtomicCheckpointIO, load_checkpoint_file
+from framework.utils.errors import RunStopped
 from framework.utils.run_record import RunRecord, sweep_group
 
 MAX_PROMPT_CHARS = 300
@@ -81,12 +90,43 @@ def check_prompt(prompt: object) -> str:
     return text
 
 
+def check_image(image: object) -> None:
+    """`image=<file>` (an image prompt) must be an image file PIL can read. No method consumes it
+    yet; checking it here gives the image-to-3D methods their input contract."""
+    if image is None:
+        return
+    try:
+        with Image.open(str(image)) as picture:
+            picture.verify()
+    except (OSError, SyntaxError, ValueError) as error:  # PIL reports broken files as any of these
+        raise ValueError(f"image={str(image)!r} is not a readable image file ({type(error).__name__})") from None
+
+
+def resolve_resume(cfg: DictConfig) -> str | None:
+    """The checkpoint to continue from: `resume=<ckpt>` as given; `resume=auto` the run's own last
+    checkpoint when it exists, else None (a fresh start)."""
+    resume = cfg.get("resume")
+    if resume != "auto":
+        return str(resume) if resume else None
+    last = Path(OmegaConf.select(cfg, "callbacks.checkpoint.dirpath", default=str(Path(cfg.run_dir) / "ckpts"))) / "last.ckpt"
+    return str(last) if last.is_file() else None
+
+
+def out_of_memory_line(camera: pl.LightningDataModule, step: int) -> str:
+    """What to lower when CUDA runs out of memory: typically at a resolution or batch-size step."""
+    resolution, batch_size = int(value_at(camera.resolution, step)), int(value_at(camera.batch_size, step))
+    return (
+        f"CUDA out of memory at step {step}, training at resolution {resolution} with batch size {batch_size}: "
+        "lower camera.resolution or camera.batch_size (each a number or [[step, value], ...])"
+    )
+
+
 def build_system(cfg: DictConfig, device: torch.device) -> tuple[pl.LightningModule, pl.LightningDataModule]:
+    state = load_checkpoint_file(cfg.init_from) if cfg.get("init_from") else None  # a bad file fails before the prior loads
     guidance = instantiate(cfg.guidance, device=str(device))
     guidance.set_prompt(check_prompt(cfg.prompt))
-    system = instantiate(cfg.system, guidance=guidance)
-    if cfg.get("init_from"):
-        state = load_checkpoint_file(cfg.init_from)
+    system = instantiate(cfg.system, guidance=guidance, max_bad_steps=cfg.max_bad_steps)
+    if state is not None:
         system.on_load_checkpoint(state)  # first: it resizes what the checkpoint resized (Gaussians)
         system.load_state_dict(state["state_dict"])
     return system, instantiate(cfg.camera)
@@ -97,9 +137,11 @@ def run(cfg: DictConfig, record: RunRecord | None = None) -> Path:
     the run config and wandb its kept run id."""
     run_dir = Path(cfg.run_dir)
     check_prompt(cfg.prompt)
+    check_image(cfg.get("image"))
     device = job_device(resolve_backend(cfg.backend), cfg.get("gpu_per_job", False))
-    if cfg.get("resume") and not Path(cfg.resume).is_file():
-        raise FileNotFoundError(f"resume={cfg.resume!r}: no such checkpoint file")
+    resume = resolve_resume(cfg)
+    if resume and not Path(resume).is_file():
+        raise FileNotFoundError(f"resume={resume!r}: no such checkpoint file")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     system, datamodule = build_system(cfg, device)
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
@@ -119,7 +161,10 @@ def run(cfg: DictConfig, record: RunRecord | None = None) -> Path:
         default_root_dir=str(run_dir),
         plugins=[AtomicCheckpointIO()],
     )
-    trainer.fit(system, datamodule=datamodule, ckpt_path=cfg.get("resume"))
+    try:
+        trainer.fit(system, datamodule=datamodule, ckpt_path=resume)
+    except torch.cuda.OutOfMemoryError as error:
+        raise RunStopped(out_of_memory_line(datamodule, trainer.global_step)) from error
     trainer.test(system, datamodule=datamodule, verbose=False)
     return run_dir
 
@@ -134,7 +179,7 @@ def _quiet_libraries() -> None:
 def error_line(error: BaseException) -> str:
     """The one line a failed run prints and records: input errors as they are, anything else (the
     cause of a failed instantiation included) with its type."""
-    if isinstance(error, (ValueError, FileNotFoundError)):
+    if isinstance(error, (ValueError, FileNotFoundError, RunStopped)):
         text = str(error)
     else:
         cause = (error.__cause__ or error) if isinstance(error, InstantiationException) else error
@@ -151,7 +196,7 @@ def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     record = None
     try:
-        record = RunRecord(cfg.run_dir, list(hydra_cfg.overrides.task), cfg.get("resume"))
+        record = RunRecord(cfg.run_dir, list(hydra_cfg.overrides.task), resolve_resume(cfg))
         run_dir = run(cfg, record)
     except BaseException as error:
         line = error_line(error)
@@ -163,6 +208,9 @@ def main(cfg: DictConfig) -> None:
         if isinstance(error, (InstantiationException, ValueError, FileNotFoundError)):
             print(f"error: {line}", file=sys.stderr)
             sys.exit(2)
+        if isinstance(error, RunStopped):
+            print(f"error: {line}", file=sys.stderr)
+            sys.exit(1)
         raise
     record.finish("completed")
     for relative in record.data["exports"]:
@@ -170,5 +218,28 @@ def main(cfg: DictConfig) -> None:
     print(run_dir)
 
 
+def hydra_error_line(error: CompactHydraException) -> str:
+    """Hydra's report of a bad override (unknown option, unknown key, unparsable) as one line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    options = getattr(error, "options", None)
+    if options:  # an unknown config group option: name the ones there are
+        return f"{lines[0]}; the options are {', '.join(options)}"
+    return " ".join(lines) or type(error).__name__
+
+
+def cli() -> None:
+    """`python -m framework.launch`: `main`, with Hydra's composition errors as one line too
+    (HYDRA_FULL_ERROR=1 keeps Hydra's own report)."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        main()
+        return
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then raises instead of printing its report
+    try:
+        main()
+    except CompactHydraException as error:
+        print(f"error: {hydra_error_line(error)}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -18,6 +18,7 @@ from framework.cameras.camera import CameraBatch
 from framework.guidance.sds import ScoreDistillation
 from framework.schedules import as_scalar, value_at
 from framework.utils.images import image_grid, save_png, to_uint8, write_video
+from framework.utils.nonfinite import NonFiniteGuard, is_finite
 
 
 class GenerationSystem(pl.LightningModule):
@@ -30,6 +31,8 @@ class GenerationSystem(pl.LightningModule):
         optimizer: a partial optimiser class (`_partial_: true`) taking param groups.
         learning_rates: parameter-name prefix -> learning rate (the longest matching prefix wins).
         save_dir: where validation grids and the turntable go (the run's `save/`).
+        max_bad_steps: a step whose loss or gradients are NaN/Inf is skipped; this many in a row
+            stop the run (`NonFiniteGuard`).
     """
 
     def __init__(
@@ -44,6 +47,7 @@ class GenerationSystem(pl.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         learning_rates: Mapping[str, float],
         save_dir: str | Path = "save",
+        max_bad_steps: int = 20,
     ) -> None:
         super().__init__()
         self.representation = representation
@@ -60,6 +64,8 @@ class GenerationSystem(pl.LightningModule):
         self.learning_rates = dict(learning_rates)
         self.save_dir = Path(save_dir)
         self._turntable: list[Tensor] = []
+        self.nonfinite = NonFiniteGuard(max_bad_steps)
+        self._loss_finite = True
 
     # --- rendering ------------------------------------------------------------------------------
     def render(self, cameras: CameraBatch, training: bool) -> dict[str, Tensor]:
@@ -91,7 +97,23 @@ class GenerationSystem(pl.LightningModule):
         self.log_dict({f"train/{k}": v.detach().float() for k, v in losses.items()}, prog_bar=False)
         self.log("loss", losses["loss"].detach(), prog_bar=True, logger=False)
         self.log("train/resolution", float(batch.height))
+        self._loss_finite = is_finite(losses["loss"])
         return losses["loss"]
+
+    def admit_step(self, loss_finite: bool, optimizer: torch.optim.Optimizer) -> bool:
+        """Whether this step's update may be applied, once its gradients are complete; a skipped
+        step leaves `optimizer` no gradients, so its `step()` changes nothing. Logs
+        `train/skipped_steps`. Every rank reaches the same verdict."""
+        parameters = [p for group in optimizer.param_groups for p in group["params"]]
+        admitted = self.nonfinite.admit(self.global_step, loss_finite, parameters, self.trainer.strategy.reduce_boolean_decision)
+        self.log("train/skipped_steps", float(self.nonfinite.skipped_steps))
+        return admitted
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Automatic optimisation: the loss went through backward (so ranks stay in step) and the
+        # update is dropped here. Manual methods call `admit_step` themselves.
+        if self.automatic_optimization:
+            self.admit_step(self._loss_finite, optimizer)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         groups: dict[str, list[nn.Parameter]] = {}
@@ -112,11 +134,14 @@ class GenerationSystem(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["generators"] = {name: g.get_state() for name, g in self._generators().items()}
+        checkpoint["nonfinite"] = self.nonfinite.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         for name, generator in self._generators().items():
             if name in checkpoint.get("generators", {}):
                 generator.set_state(checkpoint["generators"][name])
+        if "nonfinite" in checkpoint:
+            self.nonfinite.load_state_dict(checkpoint["nonfinite"])
 
     # --- validation and the turntable -----------------------------------------------------------
     def _panels(self, render: dict[str, Tensor]) -> list[Tensor]:

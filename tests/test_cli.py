@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,38 @@ def test_bad_input_gives_one_clear_line_and_a_non_zero_exit(overrides, expected,
     assert result.returncode != 0
     assert expected in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_more_bad_inputs_each_give_exactly_one_line_naming_the_value(tmp_path):
+    """Unknown guidance or launcher, a latent resolution that is not a multiple of 8, an incomplete
+    model folder, an unreadable init_from, an image prompt that is not an image: exit 2 and stderr is
+    one `error:` line naming the value. Each case is a fresh process; they run side by side."""
+    incomplete = tmp_path / "incomplete_model"
+    incomplete.mkdir()
+    (incomplete / "model_index.json").write_text("{}")
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"not a checkpoint")
+    not_an_image = tmp_path / "prompt.png"
+    not_an_image.write_text("a text file named like an image")
+    cases = [
+        (["guidance=nope"], "In 'config': Could not find 'guidance/nope'; the options are bundled, deepfloyd_if, stable_diffusion"),
+        (["hydra/launcher=nope"], "Could not find 'hydra/launcher/nope'; the options are basic, "),
+        (["guidance=stable_diffusion", "guidance.resolution=100"], "resolution=100: a latent diffusion model needs a positive multiple of 8"),
+        ([f"guidance.pretrained={incomplete}"], f"model folder '{incomplete}' is incomplete: it has no 'tokenizer' subfolder"),
+        ([f"init_from={tmp_path}/missing.ckpt"], f"checkpoint '{tmp_path}/missing.ckpt' does not exist"),
+        ([f"init_from={garbage}"], f"checkpoint '{garbage}' is truncated or not a checkpoint of ours"),
+        ([f"image={not_an_image}"], f"image='{not_an_image}' is not a readable image file (UnidentifiedImageError)"),
+    ]
+
+    def attempt(case: tuple[int, tuple[list[str], str]]) -> str | None:
+        i, (overrides, expected) = case
+        result = _launch("prompt=a red cube", *overrides, f"hydra.run.dir={tmp_path}/run{i}", cwd=tmp_path)
+        lines = result.stderr.strip().splitlines()
+        if result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0]:
+            return None
+        return f"{overrides}: exit {result.returncode}, stderr {result.stderr[-1500:]!r}"
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        failures = [failure for failure in pool.map(attempt, enumerate(cases)) if failure]
+    assert not failures, "\n".join(failures)

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from framework.cameras.camera import CameraBatch
 from framework.cameras.distribution import OrbitDistribution, orbit_ring
-from framework.schedules import Scalar, value_at
+from framework.schedules import Scalar, Schedule, as_scalar, value_at
 
 
 class _RandomOrbitBatches(IterableDataset):
@@ -33,6 +33,14 @@ class _RandomOrbitBatches(IterableDataset):
             index += 1
 
 
+def _stepwise(value: object) -> Scalar:
+    """Batch size and resolution change in steps: [[step, value], ...] holds each value until the
+    next step (a Schedule object keeps its own interpolation)."""
+    if isinstance(value, (int, float, Schedule)):
+        return value
+    return Schedule(as_scalar(value).points, interpolation="step")  # type: ignore[union-attr]
+
+
 class OrbitCameraDataModule(pl.LightningDataModule):
     def __init__(
         self,
@@ -49,8 +57,8 @@ class OrbitCameraDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         self.distribution = distribution
-        self.batch_size = batch_size
-        self.resolution = resolution
+        self.batch_size = _stepwise(batch_size)
+        self.resolution = _stepwise(resolution)
         self.seed = seed
         self.eval_elevation_deg = eval_elevation_deg
         self.eval_distance = eval_distance

@@ -18,10 +18,13 @@ def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> dict[st
     foreign file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+        raise FileNotFoundError(f"checkpoint {str(path)!r} " + ("is not a file" if path.exists() else "does not exist"))
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError as error:
+        raise ValueError(f"checkpoint {str(path)!r} cannot be read ({type(error).__name__})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as error:
+        # A pickle that would build arbitrary objects (and so could run code) ends up here too.
         raise ValueError(f"checkpoint {str(path)!r} is truncated or not a checkpoint of ours ({type(error).__name__})") from None
     if not isinstance(state, dict) or "state_dict" not in state:
         raise ValueError(f"checkpoint {str(path)!r} holds no 'state_dict': not a checkpoint of ours")
