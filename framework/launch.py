@@ -174,6 +174,10 @@ def _quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="diffusers|transformers|pytorch_lightning|lightning_fabric")
     os.environ.setdefault("WANDB_SILENT", "true")
+    # diffusers and transformers reset their loggers on import; these are read at that moment.
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def error_line(error: BaseException) -> str:

@@ -1,7 +1,7 @@
 """Speed and memory of the building blocks, side by side in one run (machines are noisy: compare
 ratios within a table, not across runs).
 
-    python scripts/benchmark.py [--repeats 5] [--device cpu|cuda] [--only encodings,nerf,guidance,demo,splatting]
+    python scripts/benchmark.py [--repeats 5] [--device cpu|cuda] [--only encodings,nerf,guidance,demo,splatting,dreamgaussian]
 
 Prints a table: median seconds over `--repeats` runs (after one warm-up), derived throughput, and
 peak memory (CUDA: per benchmark; CPU: the process's peak resident size so far).
@@ -178,7 +178,46 @@ def splatting(repeats: int, device: torch.device) -> list[Row]:
     ]
 
 
-BENCHMARKS = {"encodings": encodings, "nerf": nerf, "guidance": guidance, "demo": demo, "splatting": splatting}
+def dreamgaussian(repeats: int, device: torch.device) -> list[Row]:
+    """Seconds per step of the README's DreamGaussian run in each stage (the real configs): stage 1
+    renders the Gaussians and backpropagates SDS (densification excluded: it runs every 50 steps),
+    stage 2 renders the textured mesh of those Gaussians and fits it to the prior's refinement."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from framework.launch import build_system
+
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["experiment=dreamgaussian", "prompt=a red cube", "run_dir=/tmp/sds3d-benchmark", "guidance.embedding_cache_dir=null"])
+    system, datamodule = build_system(cfg, device)
+    system.to(device)
+    group = system.configure_optimizers()
+    step_index = iter(range(10**9))
+
+    def step(losses: Callable[[object, int], dict]) -> Callable[[], None]:
+        def run() -> None:
+            index = next(step_index)
+            batch = datamodule.training_batch(index).to(device)
+            loss = losses(batch, index)["loss"]
+            group.zero_grad()
+            loss.backward()
+            group.step()
+
+        return run
+
+    gaussian_seconds, gaussian_peak = measure(step(lambda b, i: system.compute_losses(system.render(b, training=True), b, i)), repeats, device)
+    stages = instantiate(cfg.callbacks.stages)
+    system.enter_texture_stage(stages.convert(system))
+    group = system.configure_optimizers()
+    texture_seconds, texture_peak = measure(step(lambda b, i: system.texture_losses(system.render(b, training=True), b, i)), repeats, device)
+    n1, n2 = cfg.stages.gaussians, cfg.stages.texture
+    return [
+        (f"DreamGaussian stage 1 step ({cfg.representation.n_init} GS, batch {cfg.camera.batch_size})", gaussian_seconds, f"{1 / gaussian_seconds:.2f} it/s", gaussian_peak),
+        (f"DreamGaussian stage 2 step ({n2} steps; both: ~{(n1 * gaussian_seconds + n2 * texture_seconds) / 60:.1f} min)", texture_seconds, f"{1 / texture_seconds:.2f} it/s", texture_peak),
+    ]
+
+
+BENCHMARKS = {"encodings": encodings, "nerf": nerf, "guidance": guidance, "demo": demo, "splatting": splatting, "dreamgaussian": dreamgaussian}
 
 
 def main() -> None:
