@@ -28,6 +28,7 @@ from framework.cameras.camera import CameraBatch
 from framework.guidance.sds import ScoreDistillation
 from framework.optimizers import OptimizerGroup
 from framework.representations.gaussians import GaussianModel
+from framework.representations.relocation import torch_relocation
 from framework.representations.textured_mesh import TexturedMesh
 from framework.schedules import as_scalar, value_at
 from framework.system import GenerationSystem
@@ -40,7 +41,7 @@ class DreamGaussianSystem(GenerationSystem):
     """Args (besides `GenerationSystem`'s; `learning_rates` maps Gaussian parameter names —
     means, scales, quats, opacities, sh0, shN — and "background" to numbers or schedules):
         strategy: a gsplat densification strategy (`DefaultStrategy` or `MCMCStrategy`).
-        scene_scale: the scene's extent for the strategy's size thresholds (our objects fit the
+        scene_scale: the scene's extent for DefaultStrategy's size thresholds (our objects fit the
             unit sphere).
         mesh_renderer: renders a `TexturedMesh` (rgb, opacity) over the background.
         texture_learning_rates: "texture" and, when vertices move, "vertex_offsets".
@@ -82,7 +83,7 @@ class DreamGaussianSystem(GenerationSystem):
             raise ValueError(f"learning_rates has no entry for the Gaussian parameters {sorted(missing)}")
         self.texture_learning_rates = {name: as_scalar(lr) for name, lr in texture_learning_rates.items()}
         self.strategy = strategy
-        self.strategy_state = strategy.initialize_state(scene_scale=scene_scale)
+        self.strategy_state = strategy.initialize_state() if isinstance(strategy, MCMCStrategy) else strategy.initialize_state(scene_scale=scene_scale)
         self.mesh_renderer = mesh_renderer
         self.mesh: TexturedMesh | None = None
         self.stage = STAGES[0]
@@ -168,10 +169,10 @@ class DreamGaussianSystem(GenerationSystem):
 
     def _densify(self, group: OptimizerGroup, step: int, info: dict[str, Any]) -> None:
         """The strategy's post-backward step, its random draws (splits, MCMC noise) taken from
-        our checkpointed generator instead of the global one."""
+        our checkpointed generator instead of the global one, MCMC relocation in torch on CPU."""
         extra = {"lr": value_at(self.learning_rates["means"], step)} if isinstance(self.strategy, MCMCStrategy) else {"packed": False}
         devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
+        with torch.random.fork_rng(devices=devices), torch_relocation(self.device):
             torch.manual_seed(int(torch.randint(2**62, (1,), generator=self.generator)))
             self.strategy.step_post_backward(self.representation.params, self._gaussian_members(group), self.strategy_state, step, info, **extra)
 

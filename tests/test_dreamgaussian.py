@@ -76,3 +76,31 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, tiny_pixel_prior, stop_at
     assert a["state_dict"].keys() == b["state_dict"].keys()
     for key in a["state_dict"]:
         torch.testing.assert_close(b["state_dict"][key], a["state_dict"][key], rtol=0, atol=0, msg=key)
+
+
+def test_torch_relocation_matches_the_formula_of_gsplats_kernel():
+    from math import comb, sqrt
+
+    from framework.representations.relocation import compute_relocation_torch
+
+    n_max = 51
+    binoms = torch.tensor([[comb(n, k) for k in range(n_max)] for n in range(n_max)], dtype=torch.float32)
+    opacities = torch.tensor([0.9, 0.5, 0.05, 0.99])
+    scales = torch.rand(4, 3) + 0.1
+    ratios = torch.tensor([1, 2, 7, 30])
+    new_opacities, new_scales = compute_relocation_torch(opacities, scales, ratios.clone(), binoms)
+    for j, (o, n) in enumerate(zip(opacities.tolist(), ratios.tolist())):
+        new_o = 1 - (1 - o) ** (1 / n)
+        denominator = sum(comb(i - 1, k) * (-1) ** k / sqrt(k + 1) * new_o ** (k + 1) for i in range(1, n + 1) for k in range(i))
+        assert new_opacities[j].item() == pytest.approx(new_o, rel=1e-5)
+        torch.testing.assert_close(new_scales[j], scales[j] * (o / denominator), rtol=1e-4, atol=0)
+    assert torch.allclose(compute_relocation_torch(opacities, scales, torch.ones(4, dtype=torch.long), binoms)[1], scales)
+
+
+@pytest.mark.slow
+def test_tiny_run_with_the_mcmc_strategy_on_cpu(tmp_path, tiny_pixel_prior):
+    overrides = [o for o in tiny_gaussian_overrides(tmp_path, tiny_pixel_prior, 4, 1) if not o.startswith("densification.grow_grad2d")]
+    run_dir = run(compose_config(["experiment=dreamgaussian", "prompt=a red cube", *overrides, "densification=mcmc", "densification.cap_max=320"]))
+    state = load_checkpoint_file(run_dir / "ckpts/last.ckpt")
+    assert 256 < state["n_gaussians"] <= 320, "MCMC added Gaussians up to its cap"
+    assert (run_dir / "export/gaussians.ply").is_file()
