@@ -92,6 +92,13 @@ class DreamGaussianSystem(GenerationSystem):
         self.refine_weight = refine_weight
         self.generator = torch.Generator().manual_seed(seed)
 
+    def setup(self, stage: str) -> None:
+        if self.trainer.world_size > 1:
+            raise ValueError(
+                f"trainer.devices={self.trainer.world_size}: DreamGaussian trains on one device for now "
+                "(densification replaces the Gaussian parameters, which DDP's gradient hooks cannot follow)"
+            )
+
     # --- stages -----------------------------------------------------------------------------------
     def enter_texture_stage(self, mesh: TexturedMesh) -> None:
         """Switch to optimising `mesh` (called by the stage-switch callback)."""

@@ -29,6 +29,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException, InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
@@ -217,9 +218,10 @@ def main(cfg: DictConfig) -> None:
             sys.exit(1)
         raise
     record.finish("completed")
-    for relative in record.data["exports"]:
-        print(f"wrote {Path(run_dir) / relative}")
-    print(run_dir)
+    if rank_zero_only.rank == 0:  # DDP runs this script once per device
+        for relative in record.data["exports"]:
+            print(f"wrote {Path(run_dir) / relative}")
+        print(run_dir)
 
 
 def hydra_error_line(error: CompactHydraException) -> str:

@@ -154,6 +154,8 @@ class GenerationSystem(pl.LightningModule):
     def validation_step(self, batch: CameraBatch, batch_idx: int) -> None:
         with torch.no_grad():
             render = self.render(batch, training=False)
+        if not self.trainer.is_global_zero:
+            return
         grid = image_grid(torch.stack(self._panels(render)).cpu())
         save_png(self.save_dir / f"val_step{self.global_step:06d}.png", grid)
         for logger in self.loggers:
@@ -169,6 +171,9 @@ class GenerationSystem(pl.LightningModule):
         self._turntable.append(torch.cat(self._panels(render)[:2], dim=2).cpu())
 
     def on_test_epoch_end(self) -> None:
+        if not self.trainer.is_global_zero:
+            self._turntable = []
+            return
         frames = to_uint8(torch.cat(self._turntable))
         path = write_video(self.save_dir / "turntable.mp4", frames)
         for logger in self.loggers:

@@ -22,14 +22,16 @@ class _RandomOrbitBatches(IterableDataset):
     the same whether the run was resumed or not, with nothing to checkpoint but the step.
     """
 
-    def __init__(self, module: "OrbitCameraDataModule", start_index: int) -> None:
+    def __init__(self, module: "OrbitCameraDataModule", start_index: int, rank: int, world_size: int) -> None:
         self.module = module
         self.start_index = start_index
+        self.rank = rank
+        self.world_size = world_size
 
     def __iter__(self) -> Iterator[CameraBatch]:
         index = self.start_index
         while True:
-            yield self.module.training_batch(index)
+            yield self.module.training_batch(index, self.rank, self.world_size)
             index += 1
 
 
@@ -67,9 +69,10 @@ class OrbitCameraDataModule(pl.LightningDataModule):
         self.n_validation_views = n_validation_views
         self.n_turntable_frames = n_turntable_frames
 
-    def training_batch(self, index: int) -> CameraBatch:
-        """The cameras of training step `index` (deterministic in seed and index)."""
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+    def training_batch(self, index: int, rank: int = 0, world_size: int = 1) -> CameraBatch:
+        """The cameras of training step `index` on process `rank` of `world_size` (deterministic in
+        seed, index and rank: under DDP every rank renders its own cameras)."""
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index * world_size + rank)
         batch_size = int(value_at(self.batch_size, index))
         resolution = int(value_at(self.resolution, index))
         if batch_size < 1 or resolution < 8:
@@ -80,8 +83,9 @@ class OrbitCameraDataModule(pl.LightningDataModule):
         return orbit_ring(n_views, self.eval_elevation_deg, self.eval_distance, self.eval_fovy_deg, self.eval_resolution)
 
     def train_dataloader(self) -> DataLoader:
-        start = self.trainer.global_step if self.trainer is not None else 0
-        return DataLoader(_RandomOrbitBatches(self, start), batch_size=None, collate_fn=_identity)
+        trainer = self.trainer
+        start, rank, world_size = (trainer.global_step, trainer.global_rank, trainer.world_size) if trainer is not None else (0, 0, 1)
+        return DataLoader(_RandomOrbitBatches(self, start, rank, world_size), batch_size=None, collate_fn=_identity)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader([self._ring(self.n_validation_views)], batch_size=None, collate_fn=_identity)
