@@ -25,6 +25,7 @@ from gsplat.strategy.base import Strategy
 from torch import Tensor, nn
 
 from framework.cameras.camera import CameraBatch
+from framework.distributed import UnwrappedDDPStrategy, average_gradients, distributed, gather_cameras
 from framework.guidance.sds import ScoreDistillation
 from framework.optimizers import OptimizerGroup
 from framework.representations.gaussians import GaussianModel
@@ -93,10 +94,10 @@ class DreamGaussianSystem(GenerationSystem):
         self.generator = torch.Generator().manual_seed(seed)
 
     def setup(self, stage: str) -> None:
-        if self.trainer.world_size > 1:
+        if self.trainer.world_size > 1 and not isinstance(self.trainer.strategy, UnwrappedDDPStrategy):
             raise ValueError(
-                f"trainer.devices={self.trainer.world_size}: DreamGaussian trains on one device for now "
-                "(densification replaces the Gaussian parameters, which DDP's gradient hooks cannot follow)"
+                f"{type(self.trainer.strategy).__name__} with {self.trainer.world_size} devices: DreamGaussian needs "
+                "trainer.strategy=ddp_unwrapped (densification replaces the Gaussian parameters, which DDP's gradient hooks cannot follow)"
             )
 
     # --- stages -----------------------------------------------------------------------------------
@@ -161,6 +162,7 @@ class DreamGaussianSystem(GenerationSystem):
             losses = self.texture_losses(render, batch, step)
         group.zero_grad()
         self.manual_backward(losses["loss"])
+        average_gradients(p for optimizer in inner.members.values() for g in optimizer.param_groups for p in g["params"])
         # A NaN/Inf step is skipped whole: no gradients reach the optimisers and the strategy
         # neither accumulates its gradient statistics nor densifies.
         admitted = self.admit_step(is_finite(losses["loss"]), inner)
@@ -176,12 +178,23 @@ class DreamGaussianSystem(GenerationSystem):
 
     def _densify(self, group: OptimizerGroup, step: int, info: dict[str, Any]) -> None:
         """The strategy's post-backward step, its random draws (splits, MCMC noise) taken from
-        our checkpointed generator instead of the global one, MCMC relocation in torch on CPU."""
+        our checkpointed generator instead of the global one, MCMC relocation in torch on CPU.
+        With several processes the strategy sees every process's cameras, so all of them make
+        the same densification decisions."""
+        if distributed():
+            means2d = gather_cameras(info["means2d"].detach())
+            means2d.grad = gather_cameras(info["means2d"].grad)
+            info = dict(info, means2d=means2d, radii=gather_cameras(info["radii"]), n_cameras=means2d.shape[0])
         extra = {"lr": value_at(self.learning_rates["means"], step)} if isinstance(self.strategy, MCMCStrategy) else {"packed": False}
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), torch_relocation(self.device):
             torch.manual_seed(int(torch.randint(2**62, (1,), generator=self.generator)))
             self.strategy.step_post_backward(self.representation.params, self._gaussian_members(group), self.strategy_state, step, info, **extra)
+        if distributed():
+            means = self.representation.params["means"].detach()
+            fingerprint = gather_cameras(torch.stack([torch.tensor(float(means.shape[0])), means.double().sum().float().cpu()])[None].to(means.device))
+            if not torch.equal(fingerprint, fingerprint[:1].expand_as(fingerprint)):
+                raise RuntimeError(f"step {step}: the processes' Gaussians diverged (count, sum of means per rank: {fingerprint.tolist()})")
 
     def texture_losses(self, render: dict[str, Tensor], cameras: CameraBatch, step: int) -> dict[str, Tensor]:
         """Stage 2: MSE between the render and the prior's multi-step denoising of it."""

@@ -33,6 +33,7 @@ from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
+import framework.distributed  # noqa: F401  (registers trainer.strategy=ddp_unwrapped)
 from framework.schedules import value_at
 from framework.utils.checkpoint_io import AtomicCheckpointIO, load_checkpoint_file
 from framework.utils.errors import RunStopped

@@ -14,7 +14,7 @@ import torch
 from framework.cameras.datamodule import OrbitCameraDataModule
 from framework.cameras.distribution import OrbitDistribution
 from framework.utils.checkpoint_io import load_checkpoint_file
-from tests.helpers import tiny_overrides
+from tests.helpers import tiny_gaussian_overrides, tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,7 +50,20 @@ def test_dreamfusion_trains_with_ddp_on_two_cpu_processes(tmp_path, tiny_pixel_p
 
 
 @pytest.mark.slow
-def test_dreamgaussian_refuses_several_devices_with_one_line(tmp_path, tiny_pixel_prior):
+def test_dreamgaussian_trains_on_two_processes_with_identical_densification(tmp_path, tiny_pixel_prior):
+    """Every step checks (in the system) that both processes hold the same Gaussians; a
+    divergence would stop the run with an error."""
+    run_dir = tmp_path / "run"
+    overrides = [o for o in tiny_gaussian_overrides(run_dir, tiny_pixel_prior) if not o.startswith("run_dir=")]
+    result = _launch(run_dir, "experiment=dreamgaussian", "prompt=a red cube", *overrides, "trainer.devices=2", "trainer.strategy=ddp_unwrapped")
+    assert result.returncode == 0, result.stderr[-2000:]
+    state = load_checkpoint_file(run_dir / "ckpts/last.ckpt")
+    assert state["global_step"] == 6 and state["stage"] == "texture" and state["n_gaussians"] != 256
+    assert (run_dir / "export/gaussians.ply").is_file() and (run_dir / "export/model.glb").is_file()
+
+
+@pytest.mark.slow
+def test_dreamgaussian_refuses_wrapping_ddp_with_one_line(tmp_path, tiny_pixel_prior):
     result = _launch(tmp_path / "run", "experiment=dreamgaussian", "prompt=a red cube", f"guidance.pretrained={tiny_pixel_prior}", "logger=csv", "trainer.devices=2", "trainer.strategy=ddp")
     assert result.returncode == 2
-    assert "trainer.devices=2: DreamGaussian trains on one device" in result.stderr.strip().splitlines()[-1]
+    assert "DreamGaussian needs trainer.strategy=ddp_unwrapped" in result.stderr.strip().splitlines()[-1]
