@@ -3,9 +3,8 @@ holes, tops and the object's back all count."""
 
 from __future__ import annotations
 
-import torch
-
 from framework.cameras.camera import CameraBatch
+from framework.cameras.distribution import orbit_ring
 
 ELEVATIONS_DEG = (15.0, 50.0)
 DISTANCE = 2.8
@@ -26,19 +25,10 @@ def evaluation_cameras(n_views: int, resolution: int = 64) -> CameraBatch:
         raise ValueError(f"resolution={resolution} must be at least 1")
     low = (n_views + 1) // 2
     high = n_views - low
-    azimuths = [torch.arange(low) * (360.0 / low)]
-    elevations = [torch.full((low,), ELEVATIONS_DEG[0])]
+    rings = [orbit_ring(low, ELEVATIONS_DEG[0], DISTANCE, FOVY_DEG, resolution)]
     if high:
-        azimuths.append((torch.arange(high) + 0.5) * (360.0 / high))
-        elevations.append(torch.full((high,), ELEVATIONS_DEG[1]))
-    azimuth = (torch.cat(azimuths).float() + 180.0) % 360.0 - 180.0
-    return CameraBatch.from_orbit(
-        elevation_deg=torch.cat(elevations),
-        azimuth_deg=azimuth,
-        distance=torch.full((n_views,), DISTANCE),
-        fovy_deg=torch.full((n_views,), FOVY_DEG),
-        height=resolution,
-    )
+        rings.append(orbit_ring(high, ELEVATIONS_DEG[1], DISTANCE, FOVY_DEG, resolution, start_azimuth_deg=180.0 / high))
+    return CameraBatch.cat(rings)
 
 
 def cameras_to_json(cameras: CameraBatch) -> list[dict]:
