@@ -16,7 +16,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -109,16 +109,22 @@ def guidance(repeats: int, device: torch.device) -> list[Row]:
     return [("SDS step, bundled prior (CFG, 64px)", seconds, f"{1 / seconds:.2f} it/s", peak)]
 
 
-def demo(repeats: int, device: torch.device) -> list[Row]:
-    """Steps/s of the README's DreamFusion run: the real configs, composed and built as launch does."""
+def build_experiment(experiment: str, device: torch.device) -> tuple[Any, Any, Any]:
+    """(config, system, datamodule) of the README's run of `experiment`: the real configs,
+    composed and built as launch does."""
     from hydra import compose, initialize_config_dir
 
     from framework.launch import build_system
 
     with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["experiment=dreamfusion", "prompt=a red cube", "run_dir=/tmp/sds3d-benchmark", "guidance.embedding_cache_dir=null"])
+        cfg = compose(config_name="config", overrides=[f"experiment={experiment}", "prompt=a red cube", "run_dir=/tmp/sds3d-benchmark", "guidance.embedding_cache_dir=null"])
     system, datamodule = build_system(cfg, device)
-    system.to(device)
+    return cfg, system.to(device), datamodule
+
+
+def demo(repeats: int, device: torch.device) -> list[Row]:
+    """Steps/s of the README's DreamFusion run: the real configs, composed and built as launch does."""
+    cfg, system, datamodule = build_experiment("dreamfusion", device)
     optimizer = system.configure_optimizers()
     step_index = iter(range(10**9))
 
@@ -182,15 +188,9 @@ def dreamgaussian(repeats: int, device: torch.device) -> list[Row]:
     """Seconds per step of the README's DreamGaussian run in each stage (the real configs): stage 1
     renders the Gaussians and backpropagates SDS (densification excluded: it runs every 50 steps),
     stage 2 renders the textured mesh of those Gaussians and fits it to the prior's refinement."""
-    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from framework.launch import build_system
-
-    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["experiment=dreamgaussian", "prompt=a red cube", "run_dir=/tmp/sds3d-benchmark", "guidance.embedding_cache_dir=null"])
-    system, datamodule = build_system(cfg, device)
-    system.to(device)
+    cfg, system, datamodule = build_experiment("dreamgaussian", device)
     group = system.configure_optimizers()
     step_index = iter(range(10**9))
 
