@@ -44,6 +44,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup-steps", type=int, default=100)
     parser.add_argument("--ema-decay", type=float, default=0.998)
     parser.add_argument("--min-snr-gamma", type=float, default=5.0)
+    parser.add_argument(
+        "--x0-weight-floor",
+        type=float,
+        default=0.0,
+        help="lower bound of the x0-error weight (min-SNR gives the noisiest timesteps, where the "
+        "outline is chosen, almost none; 1 keeps them at full weight)",
+    )
     parser.add_argument("--dataset-size", type=int, default=16384)
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--caption-dropout", type=float, default=0.1)
@@ -68,6 +75,13 @@ def load_or_render(args: argparse.Namespace) -> RenderedSet:
     return data
 
 
+def loss_weights(alphas_cumprod: torch.Tensor, min_snr_gamma: float, x0_weight_floor: float) -> torch.Tensor:
+    """Per-timestep weights of the v loss: min-SNR-gamma on the x0 error, bounded below by
+    `x0_weight_floor` (|v error|^2 = (snr + 1) |x0 error|^2)."""
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    return snr.clamp(max=min_snr_gamma).clamp(min=x0_weight_floor) / (snr + 1)
+
+
 def learning_rate(step: int, args: argparse.Namespace) -> float:
     if step < args.warmup_steps:
         return args.lr * (step + 1) / args.warmup_steps
@@ -90,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     generator = torch.Generator().manual_seed(args.seed + 1)
     step = 0
     command = "python scripts/train_prior.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    history: list[str] = []  # every command that trained these weights, in order (resumes may change flags)
 
     checkpoint_path = args.work_dir / "checkpoint.pt"
     if checkpoint_path.exists():
@@ -101,9 +116,12 @@ def main(argv: list[str] | None = None) -> None:
             e.copy_(saved)
         generator.set_state(state["generator"])
         step = int(state["step"])
+        history = list(state.get("history", [state["command"]]))
         if args.export_only:
             command = state.get("command", command)  # credit the weights to the run that trained them
         print(f"resumed from {checkpoint_path} at step {step}")
+    if not args.export_only and history[-1:] != [command]:
+        history.append(command)
 
     def save_checkpoint() -> None:
         state = {
@@ -114,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
             "generator": generator.get_state(),
             "step": torch.tensor(step),
             "command": command,
+            "history": history,
         }
         with atomic_path(checkpoint_path) as tmp:
             torch.save(state, tmp)
@@ -125,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
                 p.copy_(e)
             provenance = {
                 "command": command,
+                "history": history,
                 "seed": args.seed,
                 "steps": step,
                 "batch_size": args.batch_size,
@@ -141,9 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     data = load_or_render(args)
-    alphas_cumprod = scheduler.alphas_cumprod
-    snr = alphas_cumprod / (1 - alphas_cumprod)
-    loss_weight = snr.clamp(max=args.min_snr_gamma) / (snr + 1)  # min-SNR-gamma for v-prediction
+    loss_weight = loss_weights(scheduler.alphas_cumprod, args.min_snr_gamma, args.x0_weight_floor)
     last_save = time.monotonic()
     bar = tqdm(total=args.steps, initial=step, desc="training prior", unit="step")
     stop = min(args.steps, args.stop_at_step) if args.stop_at_step is not None else args.steps

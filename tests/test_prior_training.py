@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -26,3 +27,17 @@ def test_interrupted_training_resumes_exactly(tmp_path):
     assert straight.keys() == resumed.keys()
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
+    history = json.loads((tmp_path / "stopped/export/provenance.json").read_text())["history"]
+    assert len(history) == 2 and "--stop-at-step 1" in history[0] and "--stop-at-step" not in history[1]
+
+
+def test_loss_weights_are_min_snr_with_an_optional_floor():
+    alphas_cumprod = train_prior.build_scheduler().alphas_cumprod
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    plain = train_prior.loss_weights(alphas_cumprod, 5.0, 0.0)
+    torch.testing.assert_close(plain, torch.minimum(snr, torch.tensor(5.0)) / (snr + 1))
+    floored = train_prior.loss_weights(alphas_cumprod, 5.0, 1.0)
+    noisy = snr < 1
+    torch.testing.assert_close(floored[noisy], 1 / (snr[noisy] + 1))  # x0 error weighted 1, not snr
+    assert floored[-1] > 0.99 and plain[-1] < 1e-6
+    torch.testing.assert_close(floored[~noisy], plain[~noisy])
