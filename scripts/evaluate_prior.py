@@ -1,7 +1,7 @@
 """Sample the bundled prior (or any prior folder) for every prompt of its world and score it.
 
     python scripts/evaluate_prior.py [--prior DIR] [--samples-per-prompt 1] [--steps 50]
-        [--guidance-scale 5] [--seed 0] [--out outputs/prior_eval]
+        [--guidance-scale 5] [--eta 0] [--seed 0] [--out outputs/prior_eval]
 
 Reports colour, shape and view accuracy (see `framework.evaluation.prior` for how each is
 judged), writes OUT/samples.png (objects x colours), OUT/views.png (front and back samples of the
@@ -34,6 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--samples-per-prompt", type=int, default=1)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--guidance-scale", type=float, default=5.0)
+    parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic, 1 DDPM-like noise every step")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", type=Path, default=Path("outputs/prior_eval"))
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     generator = torch.Generator().manual_seed(args.seed)
 
     def sample(prompts: list[str]) -> torch.Tensor:
-        return sample_images(prior, prompts, generator, args.steps, args.guidance_scale, batch_size=args.batch_size)
+        return sample_images(prior, prompts, generator, args.steps, args.guidance_scale, batch_size=args.batch_size, eta=args.eta)
 
     start = time.monotonic()
     evaluation = evaluate_prior(sample, samples_per_prompt=args.samples_per_prompt)
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         "prior": str(args.prior),
         "steps": args.steps,
         "guidance_scale": args.guidance_scale,
+        "eta": args.eta,
         "seed": args.seed,
         "seconds": round(seconds, 1),
         "seconds_per_sample": round(seconds / n_images, 3),

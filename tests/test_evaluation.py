@@ -235,6 +235,17 @@ def test_sample_images_shape_range_and_determinism(tiny_pixel_prior):
     assert not torch.allclose(first, other)
 
 
+def test_stochastic_sampling_is_seeded_and_differs_from_ddim(tiny_pixel_prior):
+    prior = load_prior(tiny_pixel_prior)
+    prompts = ["a red cube", "a green torus"]
+    ddim = sample_images(prior, prompts, torch.Generator().manual_seed(3), steps=3)
+    noisy = sample_images(prior, prompts, torch.Generator().manual_seed(3), steps=3, eta=1.0)
+    again = sample_images(prior, prompts, torch.Generator().manual_seed(3), steps=3, eta=1.0)
+    assert torch.equal(noisy, again) and not torch.allclose(noisy, ddim)
+    with pytest.raises(ValueError, match="eta=1.5"):
+        sample_images(prior, prompts, torch.Generator(), steps=3, eta=1.5)
+
+
 def test_load_prior_names_the_missing_subfolder(tiny_pixel_prior, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(tiny_pixel_prior, broken)

@@ -72,11 +72,13 @@ def sample_images(
     guidance_scale: float = 5.0,
     negative_prompt: str = "",
     batch_size: int = 16,
+    eta: float = 0.0,
 ) -> Tensor:
-    """Sample one image per prompt with deterministic DDIM (eta 0) and classifier-free guidance.
+    """Sample one image per prompt with DDIM and classifier-free guidance.
 
-    All starting noise is drawn up front from `generator`, so the result does not depend on
-    `batch_size` (which only bounds memory).
+    All starting noise is drawn up front from `generator` (and, for eta > 0, the per-step noise
+    from it too, batch after batch), so with eta 0 the result does not depend on `batch_size`
+    (which only bounds memory).
 
     Args:
         prior: from `load_prior`.
@@ -86,6 +88,8 @@ def sample_images(
         guidance_scale: 1 disables guidance; larger follows the prompt harder.
         negative_prompt: the unconditional prompt ("" is what the prior was trained to drop to).
         batch_size: prompts denoised together.
+        eta: 0 is deterministic DDIM; 1 adds DDPM's noise at every step, which lets the sampler
+            correct an early outline that the prior would not have drawn.
 
     Returns:
         [B, H, W, 3] images in [0, 1].
@@ -94,6 +98,8 @@ def sample_images(
         raise ValueError("prompts is empty: nothing to sample")
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps={steps} and batch_size={batch_size} must be positive")
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta={eta} must lie in [0, 1]")
     scheduler = DDIMScheduler.from_config(prior.scheduler.config)
     scheduler.set_timesteps(steps)
     size = prior.resolution
@@ -107,9 +113,9 @@ def sample_images(
         embeddings = torch.cat([text, unconditional.expand_as(text)])
         x = noise[start : start + batch_size]
         for t in scheduler.timesteps:
-            eps_text, eps_uncond = prior.unet(torch.cat([x, x]), t, encoder_hidden_states=embeddings).sample.chunk(2)
-            eps = eps_uncond + guidance_scale * (eps_text - eps_uncond)
-            x = scheduler.step(eps, t, x).prev_sample
+            text_out, uncond_out = prior.unet(torch.cat([x, x]), t, encoder_hidden_states=embeddings).sample.chunk(2)
+            guided = uncond_out + guidance_scale * (text_out - uncond_out)
+            x = scheduler.step(guided, t, x, eta=eta, generator=generator).prev_sample
             bar.update(1)
         images.append(x)
     bar.close()
