@@ -69,7 +69,7 @@ def sample_images(
     prompts: list[str],
     generator: torch.Generator,
     steps: int = 50,
-    guidance_scale: float = 5.0,
+    guidance_scale: float = 3.0,
     negative_prompt: str = "",
     batch_size: int = 16,
     eta: float = 0.0,
