@@ -88,8 +88,7 @@ def sample_images(
         guidance_scale: 1 disables guidance; larger follows the prompt harder.
         negative_prompt: the unconditional prompt ("" is what the prior was trained to drop to).
         batch_size: prompts denoised together.
-        eta: 0 is deterministic DDIM; 1 adds DDPM's noise at every step, which lets the sampler
-            correct an early outline that the prior would not have drawn.
+        eta: 0 is deterministic DDIM; 1 adds DDPM's noise at every step (stochastic sampling).
 
     Returns:
         [B, H, W, 3] images in [0, 1].
