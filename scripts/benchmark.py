@@ -109,7 +109,7 @@ def guidance(repeats: int, device: torch.device) -> list[Row]:
     return [("SDS step, bundled prior (CFG, 64px)", seconds, f"{1 / seconds:.2f} it/s", peak)]
 
 
-def build_experiment(experiment: str, device: torch.device) -> tuple[Any, Any, Any]:
+def build_experiment(experiment: str, device: torch.device, backend: str = "auto") -> tuple[Any, Any, Any]:
     """(config, system, datamodule) of the README's run of `experiment`: the real configs,
     composed and built as launch does."""
     from hydra import compose, initialize_config_dir
@@ -117,7 +117,7 @@ def build_experiment(experiment: str, device: torch.device) -> tuple[Any, Any, A
     from framework.launch import build_system
 
     with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"experiment={experiment}", "prompt=a red cube", "run_dir=/tmp/sds3d-benchmark", "guidance.embedding_cache_dir=null"])
+        cfg = compose(config_name="config", overrides=[f"experiment={experiment}", f"backend={backend}", "prompt=a red cube", "run_dir=/tmp/sds3d-benchmark", "guidance.embedding_cache_dir=null"])
     system, datamodule = build_system(cfg, device)
     return cfg, system.to(device), datamodule
 
@@ -187,10 +187,17 @@ def splatting(repeats: int, device: torch.device) -> list[Row]:
 def dreamgaussian(repeats: int, device: torch.device) -> list[Row]:
     """Seconds per step of the README's DreamGaussian run in each stage (the real configs): stage 1
     renders the Gaussians and backpropagates SDS (densification excluded: it runs every 50 steps),
-    stage 2 renders the textured mesh of those Gaussians and fits it to the prior's refinement."""
+    stage 2 renders the textured mesh of those Gaussians and fits it to the prior's refinement.
+    On CUDA the same run is timed twice, side by side: with the CUDA kernels (gsplat, nvdiffrast)
+    and with the pure-torch rasterizers on the same GPU."""
+    backends = ("cuda", "torch") if device.type == "cuda" else ("torch",)
+    return [row for backend in backends for row in _dreamgaussian_steps(repeats, device, backend)]
+
+
+def _dreamgaussian_steps(repeats: int, device: torch.device, backend: str) -> list[Row]:
     from hydra.utils import instantiate
 
-    cfg, system, datamodule = build_experiment("dreamgaussian", device)
+    cfg, system, datamodule = build_experiment("dreamgaussian", device, backend)
     group = system.configure_optimizers()
     step_index = iter(range(10**9))
 
@@ -212,8 +219,8 @@ def dreamgaussian(repeats: int, device: torch.device) -> list[Row]:
     texture_seconds, texture_peak = measure(step(lambda b, i: system.texture_losses(system.render(b, training=True), b, i)), repeats, device)
     n1, n2 = cfg.stages.gaussians, cfg.stages.texture
     return [
-        (f"DreamGaussian stage 1 step ({cfg.representation.n_init} GS, batch {cfg.camera.batch_size})", gaussian_seconds, f"{1 / gaussian_seconds:.2f} it/s", gaussian_peak),
-        (f"DreamGaussian stage 2 step ({n2} steps; both: ~{(n1 * gaussian_seconds + n2 * texture_seconds) / 60:.1f} min)", texture_seconds, f"{1 / texture_seconds:.2f} it/s", texture_peak),
+        (f"DreamGaussian [{backend}] stage 1 step ({cfg.representation.n_init} GS, batch {cfg.camera.batch_size})", gaussian_seconds, f"{1 / gaussian_seconds:.2f} it/s", gaussian_peak),
+        (f"DreamGaussian [{backend}] stage 2 step ({n2} steps; both: ~{(n1 * gaussian_seconds + n2 * texture_seconds) / 60:.1f} min)", texture_seconds, f"{1 / texture_seconds:.2f} it/s", texture_peak),
     ]
 
 

@@ -42,6 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic, 1 DDPM-like noise every step")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="where the prior samples")
     parser.add_argument("--out", type=Path, default=Path("outputs/prior_eval"))
     args = parser.parse_args(argv)
     if args.samples_per_prompt < 1 or args.steps < 1 or args.batch_size < 1:
@@ -55,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
-        prior = load_prior(args.prior)
+        prior = load_prior(args.prior, args.device)
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -34,6 +34,11 @@ from framework.prior.model import (  # noqa: E402
 from framework.utils.atomic import atomic_path  # noqa: E402
 
 
+def _heads(text: str) -> int | tuple[int, ...]:
+    counts = tuple(int(part) for part in text.split(","))
+    return counts[0] if len(counts) == 1 else counts
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=Path("outputs/prior"))
@@ -59,6 +64,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
     parser.add_argument("--export-only", action="store_true", help="write the EMA weights of the checkpoint and stop")
     parser.add_argument("--stop-at-step", type=int, default=None, help="checkpoint and stop early (train in chunks); rerun to go on")
+    parser.add_argument("--time-limit-minutes", type=float, default=None, help="checkpoint and stop after this long; rerun to go on")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--cross-attention-levels", type=int, default=PriorArchitecture.cross_attention_levels)
+    parser.add_argument("--self-attention-levels", type=int, default=PriorArchitecture.self_attention_levels)
+    parser.add_argument(
+        "--attention-heads",
+        type=_heads,
+        default=PriorArchitecture.attention_head_dim,
+        help="heads of every attention block, or one count per level (e.g. 1,1,3,4)",
+    )
     args = parser.parse_args(argv)
     if args.steps <= 0 or args.batch_size <= 0:
         parser.error(f"--steps={args.steps} and --batch-size={args.batch_size} must be positive")
@@ -82,6 +97,13 @@ def loss_weights(alphas_cumprod: torch.Tensor, min_snr_gamma: float, x0_weight_f
     return snr.clamp(max=min_snr_gamma).clamp(min=x0_weight_floor) / (snr + 1)
 
 
+def _plain(value: object) -> object:
+    """Tuples and lists compare equal (checkpoints store tuples as lists)."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return list(value) if isinstance(value, (tuple, list)) else value
+
+
 def learning_rate(step: int, args: argparse.Namespace) -> float:
     if step < args.warmup_steps:
         return args.lr * (step + 1) / args.warmup_steps
@@ -93,10 +115,17 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
-    arch = PriorArchitecture(resolution=args.resolution)
+    device = torch.device(args.device)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    arch = PriorArchitecture(
+        resolution=args.resolution,
+        cross_attention_levels=args.cross_attention_levels,
+        self_attention_levels=args.self_attention_levels,
+        attention_head_dim=args.attention_heads,
+    )
     tokenizer = build_tokenizer()
-    unet = build_unet(arch)
-    text_encoder = build_text_encoder(arch, len(tokenizer))
+    unet = build_unet(arch).to(device)
+    text_encoder = build_text_encoder(arch, len(tokenizer)).to(device)
     scheduler = build_scheduler()
     params = list(unet.parameters()) + list(text_encoder.parameters())
     ema = [p.detach().clone() for p in params]
@@ -108,13 +137,16 @@ def main(argv: list[str] | None = None) -> None:
 
     checkpoint_path = args.work_dir / "checkpoint.pt"
     if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, weights_only=True)
+        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        saved_arch = state.get("architecture", vars(PriorArchitecture(resolution=args.resolution)))
+        if _plain(saved_arch) != _plain(vars(arch)):
+            raise SystemExit(f"{checkpoint_path} was trained with architecture {saved_arch}, not {vars(arch)}: use another --work-dir")
         unet.load_state_dict(state["unet"])
         text_encoder.load_state_dict(state["text_encoder"])
         optimizer.load_state_dict(state["optimizer"])
         for e, saved in zip(ema, state["ema"]):
             e.copy_(saved)
-        generator.set_state(state["generator"])
+        generator.set_state(state["generator"].cpu())
         step = int(state["step"])
         history = list(state.get("history", [state["command"]]))
         if args.export_only:
@@ -133,6 +165,7 @@ def main(argv: list[str] | None = None) -> None:
             "step": torch.tensor(step),
             "command": command,
             "history": history,
+            "architecture": vars(arch),
         }
         with atomic_path(checkpoint_path) as tmp:
             torch.save(state, tmp)
@@ -150,6 +183,7 @@ def main(argv: list[str] | None = None) -> None:
                 "batch_size": args.batch_size,
                 "dataset_size": args.dataset_size,
                 "architecture": vars(arch),
+                "device": str(device),
             }
             save_prior(args.export_dir, unet, text_encoder, tokenizer, scheduler, provenance)
             for p, saved in zip(params, live):
@@ -161,17 +195,23 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     data = load_or_render(args)
+    images_on_device = data.images.to(device)
+    scheduler.alphas_cumprod = scheduler.alphas_cumprod.to(device)
     loss_weight = loss_weights(scheduler.alphas_cumprod, args.min_snr_gamma, args.x0_weight_floor)
-    last_save = time.monotonic()
+    started = last_save = time.monotonic()
     bar = tqdm(total=args.steps, initial=step, desc="training prior", unit="step")
     stop = min(args.steps, args.stop_at_step) if args.stop_at_step is not None else args.steps
     while step < stop:
+        if args.time_limit_minutes is not None and time.monotonic() - started > 60 * args.time_limit_minutes:
+            save_checkpoint()
+            print(f"time limit reached: stopped at step {step}")
+            break
         index = torch.randint(len(data), (args.batch_size,), generator=generator)
-        images = data.images[index].permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        images = images_on_device[index.to(device)].permute(0, 3, 1, 2).float() / 127.5 - 1.0
         captions = captions_for(data, index, generator, args.caption_dropout, args.plain_caption_prob)
-        ids = tokenizer(captions, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt").input_ids
-        timesteps = torch.randint(scheduler.config.num_train_timesteps, (args.batch_size,), generator=generator)
-        noise = torch.randn(images.shape, generator=generator)
+        ids = tokenizer(captions, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt").input_ids.to(device)
+        timesteps = torch.randint(scheduler.config.num_train_timesteps, (args.batch_size,), generator=generator).to(device)
+        noise = torch.randn(images.shape, generator=generator).to(device)
         noisy = scheduler.add_noise(images, noise, timesteps)
 
         for group in optimizer.param_groups:
@@ -190,7 +230,8 @@ def main(argv: list[str] | None = None) -> None:
             decay = min(args.ema_decay, (1 + step) / (10 + step))
             torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{learning_rate(step - 1, args):.1e}")
+        if step % 10 == 0:  # reading the loss waits for the GPU: not every step
+            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{learning_rate(step - 1, args):.1e}")
         if time.monotonic() - last_save > 60 * args.checkpoint_minutes or step == stop:
             save_checkpoint()
             last_save = time.monotonic()

@@ -4,6 +4,8 @@ gradients, and parity with nvdiffrast where CUDA and nvdiffrast are present."""
 from __future__ import annotations
 
 import math
+import sys
+import types
 
 import pytest
 import torch
@@ -12,7 +14,7 @@ import trimesh
 
 from framework.cameras.camera import CameraBatch
 from framework.cameras.distribution import orbit_ring
-from framework.renderers.mesh_raster import MeshRasterizer, _import_nvdiffrast, clip_positions
+from framework.renderers.mesh_raster import MeshRasterizer, _find_plugin_after_build, _import_nvdiffrast, clip_positions
 from framework.world.objects import OBJECTS
 from framework.world.render import object_mesh
 
@@ -283,6 +285,33 @@ def test_antialias_blends_towards_the_background_behind_an_occluder(rasterizer):
 
 # --- parity with nvdiffrast ---------------------------------------------------------------------
 
+
+def test_nvdiffrast_plugin_is_found_after_its_first_build(monkeypatch, tmp_path):
+    """nvdiffrast 0.3.3 imports the plugin it just built by name; the fix puts torch's build folder
+    on sys.path and retries (seen failing on an H200 with torch 2.11 before the fix)."""
+    built = types.ModuleType("nvdiffrast_plugin_test")
+    calls = []
+
+    def get_plugin(gl=False):
+        calls.append(gl)
+        if str(tmp_path / "nvdiffrast_plugin_test") not in sys.path:
+            raise ModuleNotFoundError("No module named 'nvdiffrast_plugin_test'", name="nvdiffrast_plugin_test")
+        return built
+
+    dr = types.SimpleNamespace(ops=types.SimpleNamespace(_get_plugin=get_plugin))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(torch.utils.cpp_extension, "_get_build_directory", lambda name, verbose: str(tmp_path / name))
+    _find_plugin_after_build(dr)
+    assert dr.ops._get_plugin() is built and calls == [False, False]
+
+    def other_missing(gl=False):
+        raise ModuleNotFoundError("No module named 'ninja'", name="ninja")
+
+    dr.ops._get_plugin = other_missing
+    _find_plugin_after_build(dr)
+    with pytest.raises(ModuleNotFoundError, match="ninja"):
+        dr.ops._get_plugin()
+
 needs_nvdiffrast = pytest.mark.skipif(
     not torch.cuda.is_available() or _import_nvdiffrast() is None, reason="needs CUDA and nvdiffrast (pip install diffrp-nvdiffrast)"
 )
@@ -301,7 +330,7 @@ def test_cuda_rasterize_and_interpolate_match_torch():
     weights = torch.rand(2, 64, 64, 3, generator=torch.Generator().manual_seed(0))
     results = {}
     for backend, device in (("torch", "cpu"), ("cuda", "cuda")):
-        positions = vertices.to(device).requires_grad_(True)
+        positions = vertices.detach().to(device).requires_grad_(True)  # a leaf on both devices
         rasterizer = MeshRasterizer(backend)
         pos_clip = clip_positions(positions, cameras.to(device))
         rast = rasterizer.rasterize(pos_clip, faces.to(device), (64, 64))
@@ -326,7 +355,7 @@ def test_cuda_texture_matches_torch(filter_mode, boundary_mode):
     uv = torch.rand(2, 32, 32, 2, generator=generator) * 1.6 - 0.3
     outputs = {}
     for backend, device in (("torch", "cpu"), ("cuda", "cuda")):
-        t, u = tex.to(device).requires_grad_(True), uv.to(device).requires_grad_(True)
+        t, u = tex.detach().to(device).requires_grad_(True), uv.detach().to(device).requires_grad_(True)
         out = MeshRasterizer(backend).texture(t, u, filter_mode=filter_mode, boundary_mode=boundary_mode)
         out.square().sum().backward()
         uv_grad = torch.zeros_like(u) if u.grad is None else u.grad  # nearest lookups: no uv gradient
@@ -341,7 +370,7 @@ def test_cuda_antialias_matches_torch():
     vertices, faces, cameras = _sphere_scene()
     results = {}
     for backend, device in (("torch", "cpu"), ("cuda", "cuda")):
-        positions = vertices.to(device).requires_grad_(True)
+        positions = vertices.detach().to(device).requires_grad_(True)  # a leaf on both devices
         out = MeshRasterizer(backend).render(positions, faces.to(device), cameras.to(device))
         out["opacity"].sum().backward()
         results[backend] = (out["opacity"].detach().cpu(), positions.grad.cpu())

@@ -41,3 +41,32 @@ def test_loss_weights_are_min_snr_with_an_optional_floor():
     torch.testing.assert_close(floored[noisy], 1 / (snr[noisy] + 1))  # x0 error weighted 1, not snr
     assert floored[-1] > 0.99 and plain[-1] < 1e-6
     torch.testing.assert_close(floored[~noisy], plain[~noisy])
+
+
+def test_fine_levels_can_read_the_text_without_self_attention():
+    arch = train_prior.PriorArchitecture(
+        resolution=16, block_channels=(8, 16, 16), attention_head_dim=(1, 2, 2), cross_attention_levels=3, self_attention_levels=1
+    )
+    unet = train_prior.build_unet(arch)
+    assert unet.config.down_block_types == ("CrossAttnDownBlock2D",) * 3
+    finest, coarsest = unet.down_blocks[0].attentions[0].transformer_blocks[0], unet.down_blocks[2].attentions[0].transformer_blocks[0]
+    assert finest.only_cross_attention and not coarsest.only_cross_attention
+    assert finest.attn1.heads == 1 and coarsest.attn1.heads == 2
+    text = torch.randn(2, 5, arch.text_width, requires_grad=True)
+    out = unet(torch.randn(2, 3, 16, 16), torch.tensor([10, 900]), encoder_hidden_states=text).sample
+    assert out.shape == (2, 3, 16, 16)
+    # The finest level's cross-attention is on the gradient path from the text.
+    out.square().sum().backward()
+    assert finest.attn1.to_k.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="self_attention_levels=3"):
+        train_prior.build_unet(train_prior.PriorArchitecture(cross_attention_levels=2, self_attention_levels=3))
+
+
+@pytest.mark.slow
+def test_resume_refuses_another_architecture_and_time_limit_checkpoints(tmp_path):
+    common = ["--work-dir", str(tmp_path), "--export-dir", str(tmp_path / "export"), "--steps", "3", "--batch-size", "2", "--dataset-size", "16"]
+    train_prior.main([*common, "--time-limit-minutes", "0"])  # stops before the first step, with a checkpoint
+    assert int(torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"]) == 0
+    assert not (tmp_path / "export").exists()
+    with pytest.raises(SystemExit, match="cross_attention_levels': 2.*use another --work-dir"):
+        train_prior.main([*common, "--cross-attention-levels", "3"])

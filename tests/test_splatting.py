@@ -269,7 +269,7 @@ def test_torch_backend_matches_gsplat_cuda():
     kwargs = dict(sh_degree=1, render_mode="RGB+ED", backgrounds=torch.tensor([[0.1, 0.2, 0.3], [0.3, 0.2, 0.1]]))
     outputs = {}
     for backend, device in (("torch", "cpu"), ("cuda", "cuda")):
-        params = {name: value.to(device).requires_grad_() for name, value in scene.items()}
+        params = {name: value.detach().to(device).requires_grad_() for name, value in scene.items()}  # leaves on both devices
         tensors = [viewmats.to(device), Ks.to(device)]
         kw = {**kwargs, "backgrounds": kwargs["backgrounds"].to(device)}
         image, alpha, info = rasterize_gaussians(*params.values(), *tensors, WIDTH, HEIGHT, backend=backend, **kw)

@@ -26,7 +26,11 @@ class PriorArchitecture:
     text_layers: int = 2
     block_channels: tuple[int, ...] = (24, 48, 96, 128)
     layers_per_block: int = 1
-    attention_head_dim: int = 32
+    # diffusers reads its `attention_head_dim` as the number of heads of each attention block (a
+    # legacy name): 32 gives the shipped weights 3- and 4-channel heads; a tuple sets one per level.
+    attention_head_dim: int | tuple[int, ...] = 32
+    cross_attention_levels: int = 2  # coarsest levels that read the text tokens
+    self_attention_levels: int = 2  # coarsest levels whose attention blocks also self-attend
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
@@ -59,10 +63,17 @@ def build_text_encoder(arch: PriorArchitecture, vocab_size: int) -> T5EncoderMod
 
 def build_unet(arch: PriorArchitecture) -> UNet2DConditionModel:
     n = len(arch.block_channels)
-    # Cross-attention only at the two coarsest levels: attention at 64x64 or 32x32 costs most
-    # of a CPU step and adds little for single objects.
-    down = ("DownBlock2D",) * (n - 2) + ("CrossAttnDownBlock2D",) * 2
-    up = ("CrossAttnUpBlock2D",) * 2 + ("UpBlock2D",) * (n - 2)
+    if not 0 < arch.cross_attention_levels <= n or not 0 <= arch.self_attention_levels <= arch.cross_attention_levels:
+        raise ValueError(
+            f"cross_attention_levels={arch.cross_attention_levels} and self_attention_levels={arch.self_attention_levels} "
+            f"must satisfy 0 < cross <= {n} (levels) and 0 <= self <= cross"
+        )
+    plain, cross = n - arch.cross_attention_levels, arch.cross_attention_levels
+    down = ("DownBlock2D",) * plain + ("CrossAttnDownBlock2D",) * cross
+    up = ("CrossAttnUpBlock2D",) * cross + ("UpBlock2D",) * plain
+    # Self-attention over 64x64 or 32x32 pixels costs most of a CPU step; cross-attention to the
+    # 12 text tokens is cheap there, so finer levels may read the text without self-attending.
+    cross_only = tuple(level < n - arch.self_attention_levels for level in range(n))
     return UNet2DConditionModel(
         sample_size=arch.resolution,
         in_channels=3,
@@ -71,6 +82,7 @@ def build_unet(arch: PriorArchitecture) -> UNet2DConditionModel:
         up_block_types=up,
         block_out_channels=arch.block_channels,
         layers_per_block=arch.layers_per_block,
+        only_cross_attention=cross_only,
         cross_attention_dim=arch.block_channels[-1],
         encoder_hid_dim=arch.text_width,
         encoder_hid_dim_type="text_proj",

@@ -23,7 +23,7 @@ SUBFOLDERS = ("unet", "text_encoder", "tokenizer", "scheduler")
 
 @dataclass
 class LoadedPrior:
-    """The four parts of a pixel-space text-to-image prior, float32 on the CPU, in eval mode."""
+    """The four parts of a pixel-space text-to-image prior, float32, in eval mode."""
 
     unet: UNet2DConditionModel
     text_encoder: T5EncoderModel
@@ -34,9 +34,13 @@ class LoadedPrior:
     def resolution(self) -> int:
         return int(self.unet.config.sample_size)
 
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
 
-def load_prior(folder: str | Path = BUNDLED_PRIOR_DIR) -> LoadedPrior:
-    """Load a prior saved in the IF stage-I folder layout (see `framework.prior.bundled`).
+
+def load_prior(folder: str | Path = BUNDLED_PRIOR_DIR, device: str | torch.device = "cpu") -> LoadedPrior:
+    """Load a prior saved in the IF stage-I folder layout (see `framework.prior.bundled`) onto `device`.
 
     Raises:
         FileNotFoundError: naming the folder and the first missing subfolder.
@@ -45,13 +49,13 @@ def load_prior(folder: str | Path = BUNDLED_PRIOR_DIR) -> LoadedPrior:
     for name in SUBFOLDERS:
         if not (folder / name).is_dir():
             raise FileNotFoundError(f"prior folder {folder} is incomplete: subfolder {name!r} is missing")
-    # Weights are stored fp16; sampling on a CPU runs in fp32. (No `accelerate` here, hence
+    # Weights are stored fp16; sampling runs in fp32. (No `accelerate` here, hence
     # low_cpu_mem_usage=False, which the weights' size makes harmless.)
     unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", dtype=torch.float32, low_cpu_mem_usage=False)
     text_encoder = T5EncoderModel.from_pretrained(folder, subfolder="text_encoder", dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(folder, subfolder="tokenizer")
     scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler")
-    return LoadedPrior(unet.eval(), text_encoder.eval(), tokenizer, scheduler)
+    return LoadedPrior(unet.to(device).eval(), text_encoder.to(device).eval(), tokenizer, scheduler)
 
 
 @torch.no_grad()
@@ -60,7 +64,7 @@ def encode_prompts(prior: LoadedPrior, prompts: list[str]) -> Tensor:
     ids = prior.tokenizer(
         prompts, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt"
     ).input_ids
-    return prior.text_encoder(ids).last_hidden_state
+    return prior.text_encoder(ids.to(prior.device)).last_hidden_state
 
 
 @torch.no_grad()
@@ -83,7 +87,7 @@ def sample_images(
     Args:
         prior: from `load_prior`.
         prompts: B prompts.
-        generator: a CPU generator; the only source of randomness.
+        generator: a CPU generator (also when the prior is on a GPU); the only source of randomness.
         steps: DDIM steps.
         guidance_scale: 1 disables guidance; larger follows the prompt harder.
         negative_prompt: the unconditional prompt ("" is what the prior was trained to drop to).
@@ -91,7 +95,7 @@ def sample_images(
         eta: 0 is deterministic DDIM; 1 adds DDPM's noise at every step (stochastic sampling).
 
     Returns:
-        [B, H, W, 3] images in [0, 1].
+        [B, H, W, 3] images in [0, 1], on the CPU.
     """
     if not prompts:
         raise ValueError("prompts is empty: nothing to sample")
@@ -110,7 +114,7 @@ def sample_images(
     for start in batches:
         text = encode_prompts(prior, prompts[start : start + batch_size])
         embeddings = torch.cat([text, unconditional.expand_as(text)])
-        x = noise[start : start + batch_size]
+        x = noise[start : start + batch_size].to(prior.device)
         for t in scheduler.timesteps:
             text_out, uncond_out = prior.unet(torch.cat([x, x]), t, encoder_hidden_states=embeddings).sample.chunk(2)
             guided = uncond_out + guidance_scale * (text_out - uncond_out)
@@ -118,4 +122,4 @@ def sample_images(
             bar.update(1)
         images.append(x)
     bar.close()
-    return (torch.cat(images) * 0.5 + 0.5).clamp(0.0, 1.0).permute(0, 2, 3, 1)
+    return (torch.cat(images).cpu() * 0.5 + 0.5).clamp(0.0, 1.0).permute(0, 2, 3, 1)

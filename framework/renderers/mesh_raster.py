@@ -32,9 +32,11 @@ gradients reach vertex positions through `interpolate` and `antialias`, as in nv
 from __future__ import annotations
 
 import functools
+import sys
 from types import ModuleType
 
 import torch
+import torch.utils.cpp_extension
 from torch import Tensor
 
 from framework.cameras.camera import CameraBatch
@@ -50,7 +52,26 @@ def _import_nvdiffrast() -> ModuleType | None:
         import nvdiffrast.torch as dr
     except ImportError:
         return None
+    _find_plugin_after_build(dr)
     return dr
+
+
+def _find_plugin_after_build(dr: ModuleType) -> None:
+    """nvdiffrast 0.3.3 builds its CUDA plugin with torch's JIT loader and then imports it by name,
+    which fails with current torch because the build folder is not on sys.path (seen with torch
+    2.11; fixed upstream by NVlabs/nvdiffrast#228). Put the folder on the path and retry once."""
+    build_plugin = dr.ops._get_plugin
+
+    def get_plugin(gl: bool = False) -> ModuleType:
+        try:
+            return build_plugin(gl)
+        except ModuleNotFoundError as error:
+            if not (error.name or "").startswith("nvdiffrast_plugin"):
+                raise
+            sys.path.append(torch.utils.cpp_extension._get_build_directory(error.name, verbose=False))
+            return build_plugin(gl)
+
+    dr.ops._get_plugin = get_plugin
 
 
 def clip_positions(vertices: Tensor, cameras: CameraBatch, near: float = 0.1, far: float = 100.0) -> Tensor:
