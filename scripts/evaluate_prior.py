@@ -1,7 +1,7 @@
 """Sample the bundled prior (or any prior folder) for every prompt of its world and score it.
 
     python scripts/evaluate_prior.py [--prior DIR] [--samples-per-prompt 1] [--steps 50]
-        [--guidance-scale 3] [--eta 0] [--seed 0] [--out outputs/prior_eval]
+        [--guidance-scale 2] [--eta 0] [--timestep-spacing trailing] [--seed 0] [--out outputs/prior_eval]
 
 Reports colour, shape and view accuracy (see `framework.evaluation.prior` for how each is
 judged), writes OUT/samples.png (objects x colours), OUT/views.png (front and back samples of the
@@ -36,10 +36,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--guidance-scale",
         type=float,
-        default=3.0,
+        default=2.0,
         help="classifier-free guidance; above ~4 the bundled prior's samples swell into dark, grainy blobs",
     )
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic, 1 DDPM-like noise every step")
+    parser.add_argument(
+        "--timestep-spacing",
+        choices=("leading", "trailing"),
+        default="trailing",
+        help="trailing starts sampling at the last training timestep (pure noise); leading one stride below",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="where the prior samples")
@@ -63,7 +69,9 @@ def main(argv: list[str] | None = None) -> None:
     generator = torch.Generator().manual_seed(args.seed)
 
     def sample(prompts: list[str]) -> torch.Tensor:
-        return sample_images(prior, prompts, generator, args.steps, args.guidance_scale, batch_size=args.batch_size, eta=args.eta)
+        return sample_images(
+            prior, prompts, generator, args.steps, args.guidance_scale, batch_size=args.batch_size, eta=args.eta, timestep_spacing=args.timestep_spacing
+        )
 
     start = time.monotonic()
     evaluation = evaluate_prior(sample, samples_per_prompt=args.samples_per_prompt)
@@ -80,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         "steps": args.steps,
         "guidance_scale": args.guidance_scale,
         "eta": args.eta,
+        "timestep_spacing": args.timestep_spacing,
         "seed": args.seed,
         "seconds": round(seconds, 1),
         "seconds_per_sample": round(seconds / n_images, 3),

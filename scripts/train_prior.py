@@ -97,6 +97,10 @@ def loss_weights(alphas_cumprod: torch.Tensor, min_snr_gamma: float, x0_weight_f
     return snr.clamp(max=min_snr_gamma).clamp(min=x0_weight_floor) / (snr + 1)
 
 
+# Checkpoints from before the architecture was stored in them all used this one.
+_FIRST_ARCHITECTURE = vars(PriorArchitecture(attention_head_dim=32, cross_attention_levels=2, self_attention_levels=2))
+
+
 def _plain(value: object) -> object:
     """Tuples and lists compare equal (checkpoints store tuples as lists)."""
     if isinstance(value, dict):
@@ -138,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     checkpoint_path = args.work_dir / "checkpoint.pt"
     if checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location=device, weights_only=True)
-        saved_arch = state.get("architecture", vars(PriorArchitecture(resolution=args.resolution)))
+        saved_arch = state.get("architecture", _FIRST_ARCHITECTURE | {"resolution": args.resolution})
         if _plain(saved_arch) != _plain(vars(arch)):
             raise SystemExit(f"{checkpoint_path} was trained with architecture {saved_arch}, not {vars(arch)}: use another --work-dir")
         unet.load_state_dict(state["unet"])

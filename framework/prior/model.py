@@ -26,9 +26,10 @@ class PriorArchitecture:
     text_layers: int = 2
     block_channels: tuple[int, ...] = (24, 48, 96, 128)
     layers_per_block: int = 1
-    # diffusers reads its `attention_head_dim` as the number of heads of each attention block (a
-    # legacy name): 32 gives the shipped weights 3- and 4-channel heads; a tuple sets one per level.
-    attention_head_dim: int | tuple[int, ...] = 32
+    # diffusers reads `attention_head_dim` as the number of heads of each attention block (a legacy
+    # name); a tuple sets one per level. 32 channels a head here. The first weights used 32 heads
+    # everywhere (3- and 4-channel heads) and bound shape to the object word far worse (README).
+    attention_head_dim: int | tuple[int, ...] = (1, 1, 3, 4)
     cross_attention_levels: int = 2  # coarsest levels that read the text tokens
     self_attention_levels: int = 2  # coarsest levels whose attention blocks also self-attend
 
@@ -68,6 +69,8 @@ def build_unet(arch: PriorArchitecture) -> UNet2DConditionModel:
             f"cross_attention_levels={arch.cross_attention_levels} and self_attention_levels={arch.self_attention_levels} "
             f"must satisfy 0 < cross <= {n} (levels) and 0 <= self <= cross"
         )
+    if isinstance(arch.attention_head_dim, tuple) and len(arch.attention_head_dim) != n:
+        raise ValueError(f"attention_head_dim={arch.attention_head_dim} needs one head count per level of block_channels={arch.block_channels}")
     plain, cross = n - arch.cross_attention_levels, arch.cross_attention_levels
     down = ("DownBlock2D",) * plain + ("CrossAttnDownBlock2D",) * cross
     up = ("CrossAttnUpBlock2D",) * cross + ("UpBlock2D",) * plain
