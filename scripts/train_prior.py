@@ -10,6 +10,7 @@ are written to the package's bundled folder (or --export-dir).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -23,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from framework.prior.bundled import BUNDLED_PRIOR_DIR, save_prior  # noqa: E402
 from framework.prior.dataset import RenderedSet, captions_for, render_set  # noqa: E402
+from framework.prior.sampling import load_prior  # noqa: E402
 from framework.prior.model import (  # noqa: E402
     MAX_TOKENS,
     PriorArchitecture,
@@ -65,6 +67,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--export-only", action="store_true", help="write the EMA weights of the checkpoint and stop")
     parser.add_argument("--stop-at-step", type=int, default=None, help="checkpoint and stop early (train in chunks); rerun to go on")
     parser.add_argument("--time-limit-minutes", type=float, default=None, help="checkpoint and stop after this long; rerun to go on")
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="start a new run from an exported prior folder's weights (fine-tuning; fresh optimiser and schedule)",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--cross-attention-levels", type=int, default=PriorArchitecture.cross_attention_levels)
     parser.add_argument("--self-attention-levels", type=int, default=PriorArchitecture.self_attention_levels)
@@ -101,6 +109,21 @@ def loss_weights(alphas_cumprod: torch.Tensor, min_snr_gamma: float, x0_weight_f
 _FIRST_ARCHITECTURE = vars(PriorArchitecture(attention_head_dim=32, cross_attention_levels=2, self_attention_levels=2))
 
 
+def _load_exported(folder: Path, arch: PriorArchitecture, unet: torch.nn.Module, text_encoder: torch.nn.Module) -> list[str]:
+    """Copy an exported prior's weights into `unet` and `text_encoder`; returns the commands that
+    trained them (its provenance history)."""
+    provenance_path = folder / "provenance.json"
+    if not provenance_path.is_file():
+        raise SystemExit(f"--init-from {folder}: no provenance.json there; is it an exported prior folder?")
+    provenance = json.loads(provenance_path.read_text())
+    if _plain(provenance.get("architecture")) != _plain(vars(arch)):
+        raise SystemExit(f"--init-from {folder} has architecture {provenance.get('architecture')}, not {vars(arch)}: pass the same architecture flags")
+    exported = load_prior(folder)  # fp16 on disk, fp32 here
+    unet.load_state_dict(exported.unet.state_dict())
+    text_encoder.load_state_dict(exported.text_encoder.state_dict())
+    return [*provenance.get("history", [provenance["command"]]), f"(exported to {folder}, then fine-tuned from it)"]
+
+
 def _plain(value: object) -> object:
     """Tuples and lists compare equal (checkpoints store tuples as lists)."""
     if isinstance(value, dict):
@@ -132,14 +155,16 @@ def main(argv: list[str] | None = None) -> None:
     text_encoder = build_text_encoder(arch, len(tokenizer)).to(device)
     scheduler = build_scheduler()
     params = list(unet.parameters()) + list(text_encoder.parameters())
+    history: list[str] = []  # every command that trained these weights, in order (resumes may change flags)
+    checkpoint_path = args.work_dir / "checkpoint.pt"
+    if args.init_from is not None and not checkpoint_path.exists():
+        history = _load_exported(args.init_from, arch, unet, text_encoder)
     ema = [p.detach().clone() for p in params]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     generator = torch.Generator().manual_seed(args.seed + 1)
     step = 0
     command = "python scripts/train_prior.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    history: list[str] = []  # every command that trained these weights, in order (resumes may change flags)
 
-    checkpoint_path = args.work_dir / "checkpoint.pt"
     if checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location=device, weights_only=True)
         saved_arch = state.get("architecture", _FIRST_ARCHITECTURE | {"resolution": args.resolution})

@@ -70,3 +70,21 @@ def test_resume_refuses_another_architecture_and_time_limit_checkpoints(tmp_path
     assert not (tmp_path / "export").exists()
     with pytest.raises(SystemExit, match="cross_attention_levels': 2.*use another --work-dir"):
         train_prior.main([*common, "--cross-attention-levels", "3"])
+
+
+@pytest.mark.slow
+def test_init_from_an_exported_prior_starts_from_its_weights(tmp_path):
+    common = ["--batch-size", "2", "--dataset-size", "16", "--steps", "2"]
+    # A large learning rate, so the first export differs clearly from the seed's initial weights.
+    train_prior.main(["--work-dir", str(tmp_path / "first"), "--export-dir", str(tmp_path / "first/export"), *common, "--lr", "0.05", "--warmup-steps", "1"])
+    # Learning rate 0: the fine-tune cannot move the weights, so its export must equal its start.
+    tuned = ["--work-dir", str(tmp_path / "tuned"), "--export-dir", str(tmp_path / "tuned/export"), *common, "--lr", "0"]
+    train_prior.main([*tuned, "--init-from", str(tmp_path / "first/export")])
+    for part in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
+        first, fine_tuned = load_file(tmp_path / "first/export" / part), load_file(tmp_path / "tuned/export" / part)
+        assert first.keys() == fine_tuned.keys()
+        assert all(torch.equal(first[key], fine_tuned[key]) for key in first), part
+    history = json.loads((tmp_path / "tuned/export/provenance.json").read_text())["history"]
+    assert len(history) == 3 and "first" in history[0] and "fine-tuned" in history[1] and "--init-from" in history[2]
+    with pytest.raises(SystemExit, match="architecture"):
+        train_prior.main([*tuned, "--work-dir", str(tmp_path / "other"), "--init-from", str(tmp_path / "first/export"), "--attention-heads", "2"])
