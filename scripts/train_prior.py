@@ -1,6 +1,6 @@
 """Train the bundled pixel-space prior on renders of the procedural object world.
 
-    python scripts/train_prior.py --work-dir outputs/prior --steps 2400 --seed 0
+    python scripts/train_prior.py --work-dir outputs/prior --steps 2400 --seed 0 [--device cuda --batch-size 128]
 
 Checkpoints go to WORK_DIR/checkpoint.pt (atomically, every --checkpoint-minutes); running the
 same command again resumes exactly where it stopped. When the last step is done the EMA weights
@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     generator = torch.Generator().manual_seed(args.seed + 1)
     step = 0
     command = "python scripts/train_prior.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    trained_on = str(device)
 
     if checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location=device, weights_only=True)
@@ -178,8 +179,9 @@ def main(argv: list[str] | None = None) -> None:
         generator.set_state(state["generator"].cpu())
         step = int(state["step"])
         history = list(state.get("history", [state["command"]]))
-        if args.export_only:
-            command = state.get("command", command)  # credit the weights to the run that trained them
+        if args.export_only:  # credit the weights to the run that trained them
+            command = state.get("command", command)
+            trained_on = state.get("device", trained_on)
         print(f"resumed from {checkpoint_path} at step {step}")
     if not args.export_only and history[-1:] != [command]:
         history.append(command)
@@ -195,6 +197,7 @@ def main(argv: list[str] | None = None) -> None:
             "command": command,
             "history": history,
             "architecture": vars(arch),
+            "device": trained_on,
         }
         with atomic_path(checkpoint_path) as tmp:
             torch.save(state, tmp)
@@ -212,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
                 "batch_size": args.batch_size,
                 "dataset_size": args.dataset_size,
                 "architecture": vars(arch),
-                "device": str(device),
+                "device": trained_on,
             }
             save_prior(args.export_dir, unet, text_encoder, tokenizer, scheduler, provenance)
             for p, saved in zip(params, live):
