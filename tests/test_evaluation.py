@@ -246,6 +246,20 @@ def test_stochastic_sampling_is_seeded_and_differs_from_ddim(tiny_pixel_prior):
         sample_images(prior, prompts, torch.Generator(), steps=3, eta=1.5)
 
 
+def test_trailing_spacing_starts_from_the_last_timestep(tiny_pixel_prior, monkeypatch):
+    prior = load_prior(tiny_pixel_prior)
+    seen = []
+    forward = prior.unet.forward
+    monkeypatch.setattr(prior.unet, "forward", lambda x, t, **kwargs: seen.append(int(t)) or forward(x, t, **kwargs))
+    trailing = sample_images(prior, ["a red cube"], torch.Generator().manual_seed(3), steps=4)
+    assert seen == [999, 749, 499, 249]
+    seen.clear()
+    leading = sample_images(prior, ["a red cube"], torch.Generator().manual_seed(3), steps=4, timestep_spacing="leading")
+    assert seen == [750, 500, 250, 0] and not torch.allclose(trailing, leading)
+    with pytest.raises(ValueError, match="timestep_spacing='linspace'"):
+        sample_images(prior, ["a red cube"], torch.Generator(), steps=4, timestep_spacing="linspace")
+
+
 def test_load_prior_names_the_missing_subfolder(tiny_pixel_prior, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(tiny_pixel_prior, broken)

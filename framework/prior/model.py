@@ -27,7 +27,7 @@ class PriorArchitecture:
     block_channels: tuple[int, ...] = (24, 48, 96, 128)
     layers_per_block: int = 1
     # diffusers reads `attention_head_dim` as the number of heads of each attention block (a legacy
-    # name); a tuple sets one per level. 32 channels a head here. The first weights used 32 heads
+    # name); a tuple sets one per level. Here heads of 24, 48, 32 and 32 channels. The first weights used 32 heads
     # everywhere (3- and 4-channel heads) and bound shape to the object word far worse (README).
     attention_head_dim: int | tuple[int, ...] = (1, 1, 3, 4)
     cross_attention_levels: int = 2  # coarsest levels that read the text tokens
