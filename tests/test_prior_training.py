@@ -52,7 +52,7 @@ def test_fine_levels_can_read_the_text_without_self_attention():
     finest, coarsest = unet.down_blocks[0].attentions[0].transformer_blocks[0], unet.down_blocks[2].attentions[0].transformer_blocks[0]
     assert finest.only_cross_attention and not coarsest.only_cross_attention
     assert finest.attn1.heads == 1 and coarsest.attn1.heads == 2
-    text = torch.randn(2, 5, arch.text_width, requires_grad=True)
+    text = torch.randn(2, 5, arch.text_width)
     out = unet(torch.randn(2, 3, 16, 16), torch.tensor([10, 900]), encoder_hidden_states=text).sample
     assert out.shape == (2, 3, 16, 16)
     # The finest level's cross-attention is on the gradient path from the text.
