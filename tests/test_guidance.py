@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from framework.cameras.distribution import OrbitDistribution
+from framework.guidance.cuda_graph import GraphedCall
 from framework.guidance.embedding_cache import EmbeddingCache
 from framework.guidance.latent import LatentDiffusionGuidance
 from framework.guidance.pixel import PixelDiffusionGuidance
@@ -132,3 +133,41 @@ def test_refine_at_low_strength_keeps_the_image(tiny_pixel_prior):
     strong = guidance.refine(rgb, cameras, strength=1.0, n_steps=4)
     assert (gentle - rgb).abs().mean() < 0.05
     assert (strong - rgb).abs().mean() > 3 * (gentle - rgb).abs().mean()
+
+
+def test_graphed_call_runs_eagerly_on_cpu_and_with_gradients():
+    calls = []
+
+    def double(x):
+        calls.append(x.shape)
+        return 2 * x
+
+    graphed = GraphedCall(double)
+    x = torch.ones(3, requires_grad=True)
+    assert torch.equal(graphed(x), 2 * x)  # gradients on: eager
+    with torch.no_grad():
+        assert torch.equal(graphed(torch.ones(2)), torch.full((2,), 2.0))  # CPU: eager
+    assert graphed.n_graphs == 0 and len(calls) == 2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need CUDA")
+def test_graphed_guidance_matches_eager_on_cuda(tiny_pixel_prior):
+    kwargs = dict(guidance_scale=5.0, embedding_cache_dir=None, device="cuda")
+    graphed = PixelDiffusionGuidance(str(tiny_pixel_prior), cuda_graphs=True, **kwargs)
+    eager = PixelDiffusionGuidance(str(tiny_pixel_prior), cuda_graphs=False, **kwargs)
+    eager.unet.load_state_dict(graphed.unet.state_dict())
+    for guidance in (graphed, eager):
+        guidance.set_prompt("a blue torus")
+    cameras = _cameras(2)
+    outputs = {"graphed": [], "eager": []}
+    with torch.no_grad():
+        for seed in (0, 1, 2):  # new inputs each call: the graph must read them, not its first ones
+            noisy = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(seed)).cuda()
+            t = torch.tensor([100 + 300 * seed, 900 - 200 * seed])
+            outputs["graphed"].append(graphed.guided_noise(noisy, t, cameras))
+            outputs["eager"].append(eager.guided_noise(noisy, t, cameras))
+    assert graphed._model_call.n_graphs == 1
+    for got, expected in zip(outputs["graphed"], outputs["eager"]):
+        torch.testing.assert_close(got, expected, atol=2e-3, rtol=2e-3)
+    assert not torch.allclose(outputs["graphed"][0], outputs["graphed"][1])

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from framework.cameras.camera import CameraBatch
+from framework.guidance.cuda_graph import GraphedCall
 from framework.guidance.embedding_cache import DEFAULT_CACHE_DIR, EmbeddingCache
 from framework.guidance.prompts import VIEWS, ViewThresholds, view_dependent_prompt, view_index
 from framework.schedules import Scalar, as_scalar, value_at
@@ -76,6 +77,8 @@ class ScoreDistillation(ABC):
         device: "auto", "cpu" or "cuda".
         embedding_cache_dir: where text embeddings are cached (None: memory only).
         seed: of the generator that draws timesteps and noise.
+        cuda_graphs: on CUDA, replay the frozen model's forward as a CUDA graph (one per input
+            shape); small models are launch-bound otherwise. No effect on the CPU.
     """
 
     def __init__(
@@ -91,6 +94,7 @@ class ScoreDistillation(ABC):
         device: str = "auto",
         embedding_cache_dir: str | None = str(DEFAULT_CACHE_DIR),
         seed: int = 0,
+        cuda_graphs: bool = True,
     ) -> None:
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting={weighting!r}: expected one of {WEIGHTINGS}")
@@ -106,6 +110,8 @@ class ScoreDistillation(ABC):
         self.embedding_cache_dir = embedding_cache_dir
         self.generator = torch.Generator().manual_seed(seed)
         self._embeddings: dict[str, Tensor] = {}
+        # Captures the weights where they are when first called: subclasses place them first.
+        self._model_call = GraphedCall(self.model_output) if cuda_graphs else self.model_output
 
     # --- what a model family provides -------------------------------------------------------
     pretrained: str  # hub id or folder of the model
@@ -140,7 +146,7 @@ class ScoreDistillation(ABC):
 
     def predict_noise(self, noisy: Tensor, timesteps: Tensor, embeddings: Tensor) -> Tensor:
         """Epsilon for `noisy` at `timesteps`, converting v-predictions."""
-        prediction = self.model_output(noisy, timesteps, embeddings)
+        prediction = self._model_call(noisy, timesteps, embeddings)
         if self.scheduler.config.prediction_type == "v_prediction":
             alpha_bar = self.alphas_cumprod[timesteps.cpu()].view(-1, 1, 1, 1).to(noisy)
             prediction = epsilon_from_v(prediction, noisy, alpha_bar)
