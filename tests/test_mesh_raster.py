@@ -327,28 +327,33 @@ def _sphere_scene() -> tuple[torch.Tensor, torch.Tensor, CameraBatch]:
 @needs_nvdiffrast
 def test_cuda_rasterize_and_interpolate_match_torch():
     vertices, faces, cameras = _sphere_scene()
-    weights = torch.rand(2, 64, 64, 3, generator=torch.Generator().manual_seed(0))
-    results = {}
-    for backend, device in (("torch", "cpu"), ("cuda", "cuda")):
-        positions = vertices.detach().to(device).requires_grad_(True)  # a leaf on both devices
-        rasterizer = MeshRasterizer(backend)
-        pos_clip = clip_positions(positions, cameras.to(device))
-        rast = rasterizer.rasterize(pos_clip, faces.to(device), (64, 64))
-        values = rasterizer.interpolate(positions, rast, faces.to(device))
-        (values * weights.to(device)).sum().backward()
-        results[backend] = (rast.detach().cpu(), values.detach().cpu(), positions.grad.cpu())
-    (rast_t, values_t, grad_t), (rast_c, values_c, grad_c) = results["torch"], results["cuda"]
+    backends = (("torch", "cpu"), ("cuda", "cuda"))
+    with torch.no_grad():
+        rast_t, rast_c = (MeshRasterizer(b).rasterize(clip_positions(vertices.to(d), cameras.to(d)), faces.to(d), (64, 64)).cpu() for b, d in backends)
     # nvdiffrast snaps vertices to a sub-pixel grid, so pixel centres within a hair of an edge may
-    # go to either triangle; the surface point they show is the same up to that hair.
+    # go to either triangle (they show the same surface point up to that hair).
     covered_t, covered_c = rast_t[..., 3] > 0, rast_c[..., 3] > 0
     assert (covered_t != covered_c).float().mean() < 0.005
     both = covered_t & covered_c
     same = both & (rast_t[..., 3] == rast_c[..., 3])
     assert same.sum() > 0.98 * both.sum()
+
+    # Gradients are compared where both chose the same triangle: a pixel given to a nearly
+    # edge-on triangle has huge barycentric gradients, and one such pixel would swamp the rest.
+    weights = torch.rand(2, 64, 64, 3, generator=torch.Generator().manual_seed(0)) * same[..., None]
+    results = {}
+    for backend, device in backends:
+        positions = vertices.detach().to(device).requires_grad_(True)  # a leaf on both devices
+        rasterizer = MeshRasterizer(backend)
+        rast = rasterizer.rasterize(clip_positions(positions, cameras.to(device)), faces.to(device), (64, 64))
+        values = rasterizer.interpolate(positions, rast, faces.to(device))
+        (values * weights.to(device)).sum().backward()
+        results[backend] = (rast.detach().cpu(), values.detach().cpu(), positions.grad.cpu())
+    (rast_t, values_t, grad_t), (rast_c, values_c, grad_c) = results["torch"], results["cuda"]
     assert torch.allclose(rast_t[same][:, :3], rast_c[same][:, :3], atol=1e-4)
     assert torch.allclose(values_t[same], values_c[same], atol=1e-4)
     assert (values_t[both] - values_c[both]).abs().max() < 0.02
-    assert (grad_t - grad_c).norm() < 0.05 * grad_c.norm()
+    assert (grad_t - grad_c).norm() < 0.01 * grad_c.norm()
 
 
 @pytest.mark.gpu
