@@ -36,6 +36,7 @@ from PIL import Image
 import framework.distributed  # noqa: F401  (registers trainer.strategy=ddp_unwrapped)
 from framework.schedules import value_at
 from framework.utils.checkpoint_io import AtomicCheckpointIO, load_checkpoint_file
+from framework.utils.devices import default_device
 from framework.utils.errors import RunStopped
 from framework.utils.run_record import RunRecord, sweep_group
 
@@ -70,9 +71,7 @@ def resolve_backend(backend: str) -> torch.device:
         raise ValueError(f"backend={backend!r}: expected auto, torch or cuda")
     if backend == "cuda" and not torch.cuda.is_available():
         raise ValueError("backend=cuda but CUDA is not available on this machine: use backend=auto or backend=torch")
-    if backend == "torch":
-        return torch.device("cpu")
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device("cpu") if backend == "torch" else default_device()
 
 
 def job_device(device: torch.device, gpu_per_job: bool) -> torch.device:

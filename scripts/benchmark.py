@@ -30,6 +30,7 @@ from framework.representations.background import SolidBackground  # noqa: E402
 from framework.representations.encodings import HashGridEncoding, TriplaneEncoding, reference_hash_grid_encode  # noqa: E402
 from framework.representations.materials import ShadingAugmentation  # noqa: E402
 from framework.representations.nerf import NeRFField  # noqa: E402
+from framework.utils.devices import default_device  # noqa: E402
 
 Row = tuple[str, float, str, float]
 
@@ -230,7 +231,7 @@ BENCHMARKS = {"encodings": encodings, "nerf": nerf, "guidance": guidance, "demo"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=str(default_device()))
     parser.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {list(BENCHMARKS)}")
     args = parser.parse_args()
     device = torch.device(args.device)

@@ -26,6 +26,7 @@ from framework.evaluation.prior import evaluate_prior  # noqa: E402
 from framework.prior.bundled import BUNDLED_PRIOR_DIR  # noqa: E402
 from framework.prior.sampling import load_prior, sample_images  # noqa: E402
 from framework.utils.atomic import atomic_path  # noqa: E402
+from framework.utils.devices import default_device  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="where the prior samples")
+    parser.add_argument("--device", default=str(default_device()), help="where the prior samples")
     parser.add_argument("--out", type=Path, default=Path("outputs/prior_eval"))
     args = parser.parse_args(argv)
     if args.samples_per_prompt < 1 or args.steps < 1 or args.batch_size < 1:

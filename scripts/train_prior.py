@@ -34,6 +34,7 @@ from framework.prior.model import (  # noqa: E402
     build_unet,
 )
 from framework.utils.atomic import atomic_path  # noqa: E402
+from framework.utils.devices import default_device  # noqa: E402
 
 
 def _heads(text: str) -> int | tuple[int, ...]:
@@ -73,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="start a new run from an exported prior folder's weights (fine-tuning; fresh optimiser and schedule)",
     )
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=str(default_device()))
     parser.add_argument("--cross-attention-levels", type=int, default=PriorArchitecture.cross_attention_levels)
     parser.add_argument("--self-attention-levels", type=int, default=PriorArchitecture.self_attention_levels)
     parser.add_argument(

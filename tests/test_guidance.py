@@ -171,3 +171,9 @@ def test_graphed_guidance_matches_eager_on_cuda(tiny_pixel_prior):
     for got, expected in zip(outputs["graphed"], outputs["eager"]):
         torch.testing.assert_close(got, expected, atol=2e-3, rtol=2e-3)
     assert not torch.allclose(outputs["graphed"][0], outputs["graphed"][1])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cuda_device_without_cuda_is_a_clear_error(tiny_pixel_prior):
+    with pytest.raises(RuntimeError, match=r"device='cuda' but CUDA is not available"):
+        PixelDiffusionGuidance(str(tiny_pixel_prior), device="cuda", embedding_cache_dir=None)

@@ -23,17 +23,9 @@ from framework.guidance.cuda_graph import GraphedCall
 from framework.guidance.embedding_cache import DEFAULT_CACHE_DIR, EmbeddingCache
 from framework.guidance.prompts import VIEWS, ViewThresholds, view_dependent_prompt, view_index
 from framework.schedules import Scalar, as_scalar, value_at
+from framework.utils.devices import resolve_device
 
 WEIGHTINGS = ("sds", "uniform", "fantasia3d")
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' picks CUDA when present; 'cuda' without CUDA is a clear error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"guidance device={device!r} but CUDA is not available on this machine")
-    return torch.device(device)
 
 
 def load_component(cls: Any, pretrained: str, subfolder: str, **kwargs: Any) -> Any:
