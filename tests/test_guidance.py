@@ -150,6 +150,21 @@ def test_graphed_call_runs_eagerly_on_cpu_and_with_gradients():
     assert graphed.n_graphs == 0 and len(calls) == 2
 
 
+def test_graphed_call_falls_back_to_eager_when_capture_fails(monkeypatch):
+    graphed = GraphedCall(lambda x: x + 1)
+    monkeypatch.setattr(GraphedCall, "_on_cuda", staticmethod(lambda inputs: True))
+
+    def refuse(inputs):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(graphed, "_capture", refuse)
+    with torch.no_grad(), pytest.warns(UserWarning, match="capture of .* failed, running it eagerly"):
+        assert torch.equal(graphed(torch.zeros(2)), torch.ones(2))
+    with torch.no_grad():
+        assert torch.equal(graphed(torch.ones(2)), torch.full((2,), 2.0))  # no second capture attempt
+    assert graphed.n_graphs == 0
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need CUDA")
 def test_graphed_guidance_matches_eager_on_cuda(tiny_pixel_prior):

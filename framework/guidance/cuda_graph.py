@@ -8,6 +8,7 @@ launches once and replays them with one call, so the step costs what the GPU wor
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import torch
@@ -23,7 +24,9 @@ class GraphedCall:
 
     Only for functions that read nothing but their inputs and fixed state (frozen weights) and
     that make no host-side decisions on tensor values: a graph replays exactly the kernels it
-    recorded. Calls on the CPU, or with gradients enabled, run `fn` directly.
+    recorded. Calls on the CPU, or with gradients enabled, run `fn` directly, and so does every
+    call of a signature whose capture failed (a model that synchronises with the host), with a
+    warning.
 
     Args:
         fn: the function to capture.
@@ -34,15 +37,22 @@ class GraphedCall:
     def __init__(self, fn: Callable[..., Tensor], warmup_calls: int = 2) -> None:
         self.fn = fn
         self.warmup_calls = warmup_calls
-        self._graphs: dict[Signature, tuple[torch.cuda.CUDAGraph, tuple[Tensor, ...], Tensor]] = {}
+        self._graphs: dict[Signature, tuple[torch.cuda.CUDAGraph, tuple[Tensor, ...], Tensor] | None] = {}
 
     def __call__(self, *inputs: Tensor) -> Tensor:
-        if torch.is_grad_enabled() or not all(x.is_cuda for x in inputs):
+        if torch.is_grad_enabled() or not self._on_cuda(inputs):
             return self.fn(*inputs)
         key = tuple((tuple(x.shape), x.dtype, x.device) for x in inputs)
         if key not in self._graphs:
-            self._graphs[key] = self._capture(inputs)
-        graph, static_inputs, static_output = self._graphs[key]
+            try:
+                self._graphs[key] = self._capture(inputs)
+            except RuntimeError as error:
+                warnings.warn(f"CUDA graph capture of {getattr(self.fn, '__qualname__', self.fn)} failed, running it eagerly: {error}")
+                self._graphs[key] = None
+        entry = self._graphs[key]
+        if entry is None:
+            return self.fn(*inputs)
+        graph, static_inputs, static_output = entry
         for buffer, x in zip(static_inputs, inputs):
             buffer.copy_(x)
         graph.replay()
@@ -50,7 +60,11 @@ class GraphedCall:
 
     @property
     def n_graphs(self) -> int:
-        return len(self._graphs)
+        return sum(entry is not None for entry in self._graphs.values())
+
+    @staticmethod
+    def _on_cuda(inputs: tuple[Tensor, ...]) -> bool:
+        return all(x.is_cuda for x in inputs)
 
     def _capture(self, inputs: tuple[Tensor, ...]) -> tuple[torch.cuda.CUDAGraph, tuple[Tensor, ...], Tensor]:
         static_inputs = tuple(x.detach().clone() for x in inputs)
