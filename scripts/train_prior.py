@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -61,6 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--dataset-size", type=int, default=16384)
     parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument(
+        "--render-workers", type=int, default=min(os.cpu_count() or 1, 8), help="processes that render the training images (the images do not depend on it)"
+    )
     parser.add_argument("--caption-dropout", type=float, default=0.1)
     parser.add_argument("--plain-caption-prob", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
@@ -84,8 +88,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="heads of every attention block, or one count per level (e.g. 1,1,3,4)",
     )
     args = parser.parse_args(argv)
-    if args.steps <= 0 or args.batch_size <= 0:
-        parser.error(f"--steps={args.steps} and --batch-size={args.batch_size} must be positive")
+    if args.steps <= 0 or args.batch_size <= 0 or args.render_workers <= 0:
+        parser.error(f"--steps={args.steps}, --batch-size={args.batch_size} and --render-workers={args.render_workers} must be positive")
     return args
 
 
@@ -93,7 +97,7 @@ def load_or_render(args: argparse.Namespace) -> RenderedSet:
     cache = args.work_dir / f"renders_n{args.dataset_size}_r{args.resolution}_s{args.seed}.pt"
     if cache.exists():
         return RenderedSet(**torch.load(cache, weights_only=True))
-    data = render_set(args.dataset_size, args.resolution, args.seed)
+    data = render_set(args.dataset_size, args.resolution, args.seed, workers=args.render_workers)
     with atomic_path(cache) as tmp:
         torch.save(vars(data), tmp)
     return data

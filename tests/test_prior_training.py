@@ -13,6 +13,8 @@ from safetensors.torch import load_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import train_prior  # noqa: E402
 
+from framework.prior.dataset import render_set  # noqa: E402
+
 
 @pytest.mark.slow
 def test_interrupted_training_resumes_exactly(tmp_path):
@@ -88,3 +90,11 @@ def test_init_from_an_exported_prior_starts_from_its_weights(tmp_path):
     assert len(history) == 3 and "first" in history[0] and "fine-tuned" in history[1] and "--init-from" in history[2]
     with pytest.raises(SystemExit, match="architecture"):
         train_prior.main([*tuned, "--work-dir", str(tmp_path / "other"), "--init-from", str(tmp_path / "first/export"), "--attention-heads", "2"])
+
+
+def test_rendering_in_worker_processes_gives_the_same_images():
+    serial = render_set(7, 16, seed=3, chunk=3)
+    parallel = render_set(7, 16, seed=3, chunk=3, workers=2)
+    for name in ("images", "colour", "object", "view"):
+        assert torch.equal(getattr(serial, name), getattr(parallel, name)), name
+    assert serial.images.float().std() > 0  # objects were drawn, not blank frames

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
+from multiprocessing import get_context
 
 import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from framework.cameras.camera import CameraBatch
 from framework.cameras.distribution import OrbitDistribution
 from framework.guidance.prompts import VIEWS, view_dependent_prompt, view_index
 from framework.world.objects import COLOURS, OBJECTS, caption
@@ -28,26 +32,40 @@ class RenderedSet:
         return self.images.shape[0]
 
 
-def render_set(size: int, resolution: int, seed: int, chunk: int = 64) -> RenderedSet:
+def render_set(size: int, resolution: int, seed: int, chunk: int = 64, workers: int = 1) -> RenderedSet:
     """`size` renders with colour and object drawn uniformly and cameras from the SDS sampler's
-    default distribution, deterministic in `seed`."""
+    default distribution, deterministic in `seed` (the same for any number of `workers`: every
+    random draw happens here, the worker processes only render)."""
     generator = torch.Generator().manual_seed(seed)
     distribution = OrbitDistribution()
     colour = torch.randint(len(COLOUR_NAMES), (size,), generator=generator)
     obj = torch.randint(len(OBJECT_NAMES), (size,), generator=generator)
+    starts = range(0, size, chunk)
+    chunks = [(obj[a : a + chunk], colour[a : a + chunk], distribution.sample(min(size, a + chunk) - a, resolution, generator)) for a in starts]
     images = torch.empty(size, resolution, resolution, 3, dtype=torch.uint8)
     views = torch.empty(size, dtype=torch.long)
-    for start in tqdm(range(0, size, chunk), desc="rendering prior data", unit="chunk"):
-        stop = min(size, start + chunk)
-        cameras = distribution.sample(stop - start, resolution, generator)
-        views[start:stop] = view_index(cameras.elevation_deg, cameras.azimuth_deg)
-        # Group by (object, colour) so every sphere trace sees one SDF.
-        for key in torch.unique(obj[start:stop] * len(COLOUR_NAMES) + colour[start:stop]):
-            o, c = divmod(int(key), len(COLOUR_NAMES))
-            rows = ((obj[start:stop] == o) & (colour[start:stop] == c)).nonzero(as_tuple=True)[0]
-            rgb, _ = render_object(OBJECTS[OBJECT_NAMES[o]], COLOUR_NAMES[c], cameras.subset(rows))
-            images[start + rows] = (rgb * 255).round().to(torch.uint8)
+    with ExitStack() as stack:
+        if workers > 1:
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=torch.set_num_threads, initargs=(1,)))
+            rendered = pool.map(_render_chunk, *zip(*chunks))
+        else:
+            rendered = map(_render_chunk, *zip(*chunks))
+        for start, (chunk_images, chunk_views) in zip(starts, tqdm(rendered, total=len(chunks), desc="rendering prior data", unit="chunk")):
+            images[start : start + len(chunk_views)] = chunk_images
+            views[start : start + len(chunk_views)] = chunk_views
     return RenderedSet(images, colour, obj, views)
+
+
+def _render_chunk(obj: Tensor, colour: Tensor, cameras: CameraBatch) -> tuple[Tensor, Tensor]:
+    """uint8 renders [N, H, W, 3] and view indices [N] of one chunk."""
+    images = torch.empty(len(obj), cameras.height, cameras.width, 3, dtype=torch.uint8)
+    # Group by (object, colour) so every sphere trace sees one SDF.
+    for key in torch.unique(obj * len(COLOUR_NAMES) + colour):
+        o, c = divmod(int(key), len(COLOUR_NAMES))
+        rows = ((obj == o) & (colour == c)).nonzero(as_tuple=True)[0]
+        rgb, _ = render_object(OBJECTS[OBJECT_NAMES[o]], COLOUR_NAMES[c], cameras.subset(rows))
+        images[rows] = (rgb * 255).round().to(torch.uint8)
+    return images, view_index(cameras.elevation_deg, cameras.azimuth_deg)
 
 
 def captions_for(data: RenderedSet, index: Tensor, generator: torch.Generator, drop_prob: float, plain_prob: float) -> list[str]:
