@@ -39,8 +39,12 @@ from framework.utils.devices import default_device  # noqa: E402
 
 
 def _heads(text: str) -> int | tuple[int, ...]:
-    counts = tuple(int(part) for part in text.split(","))
+    counts = _int_list(text)
     return counts[0] if len(counts) == 1 else counts
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(","))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -79,6 +83,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="start a new run from an exported prior folder's weights (fine-tuning; fresh optimiser and schedule)",
     )
     parser.add_argument("--device", default=str(default_device()))
+    parser.add_argument(
+        "--block-channels", type=_int_list, default=PriorArchitecture.block_channels, help="UNet channels per level, finest first (e.g. 24,48,96,128)"
+    )
+    parser.add_argument("--layers-per-block", type=int, default=PriorArchitecture.layers_per_block)
     parser.add_argument("--cross-attention-levels", type=int, default=PriorArchitecture.cross_attention_levels)
     parser.add_argument("--self-attention-levels", type=int, default=PriorArchitecture.self_attention_levels)
     parser.add_argument(
@@ -151,6 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.backends.cuda.matmul.allow_tf32 = True
     arch = PriorArchitecture(
         resolution=args.resolution,
+        block_channels=args.block_channels,
+        layers_per_block=args.layers_per_block,
         cross_attention_levels=args.cross_attention_levels,
         self_attention_levels=args.self_attention_levels,
         attention_head_dim=args.attention_heads,

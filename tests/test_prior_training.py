@@ -92,6 +92,18 @@ def test_init_from_an_exported_prior_starts_from_its_weights(tmp_path):
         train_prior.main([*tuned, "--work-dir", str(tmp_path / "other"), "--init-from", str(tmp_path / "first/export"), "--attention-heads", "2"])
 
 
+@pytest.mark.slow
+def test_architecture_flags_shape_the_exported_prior(tmp_path):
+    common = ["--work-dir", str(tmp_path), "--export-dir", str(tmp_path / "export"), "--steps", "1", "--batch-size", "2", "--dataset-size", "16"]
+    train_prior.main([*common, "--block-channels", "16,16,32,32", "--layers-per-block", "2", "--attention-heads", "1"])
+    config = json.loads((tmp_path / "export/unet/config.json").read_text())
+    assert config["block_out_channels"] == [16, 16, 32, 32] and config["layers_per_block"] == 2
+    provenance = json.loads((tmp_path / "export/provenance.json").read_text())
+    assert provenance["architecture"]["block_channels"] == [16, 16, 32, 32]
+    with pytest.raises(ValueError, match=r"one head count per level of block_channels=\(16, 32\)"):
+        train_prior.main([*common, "--work-dir", str(tmp_path / "other"), "--block-channels", "16,32"])
+
+
 def test_rendering_in_worker_processes_gives_the_same_images():
     serial = render_set(7, 16, seed=3, chunk=3)
     parallel = render_set(7, 16, seed=3, chunk=3, workers=2)

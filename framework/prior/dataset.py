@@ -45,8 +45,8 @@ def render_set(size: int, resolution: int, seed: int, chunk: int = 64, workers: 
     images = torch.empty(size, resolution, resolution, 3, dtype=torch.uint8)
     views = torch.empty(size, dtype=torch.long)
     with ExitStack() as stack:
-        if workers > 1:
-            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=torch.set_num_threads, initargs=(1,)))
+        if min(workers, len(chunks)) > 1:
+            pool = stack.enter_context(ProcessPoolExecutor(min(workers, len(chunks)), mp_context=get_context("spawn"), initializer=torch.set_num_threads, initargs=(1,)))
             rendered = pool.map(_render_chunk, *zip(*chunks))
         else:
             rendered = map(_render_chunk, *zip(*chunks))
