@@ -36,6 +36,8 @@ def render_set(size: int, resolution: int, seed: int, chunk: int = 64, workers: 
     """`size` renders with colour and object drawn uniformly and cameras from the SDS sampler's
     default distribution, deterministic in `seed` (the same for any number of `workers`: every
     random draw happens here, the worker processes only render)."""
+    if size <= 0 or workers <= 0:
+        raise ValueError(f"size={size} and workers={workers} must be positive")
     generator = torch.Generator().manual_seed(seed)
     distribution = OrbitDistribution()
     colour = torch.randint(len(COLOUR_NAMES), (size,), generator=generator)
