@@ -47,6 +47,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="trailing",
         help="trailing starts sampling at the last training timestep (pure noise); leading one stride below",
     )
+    parser.add_argument(
+        "--guidance-below-t",
+        type=int,
+        default=None,
+        help="guide only the steps below this timestep (a guidance interval); above it, the conditional prediction alone",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default=str(default_device()), help="where the prior samples")
@@ -71,7 +77,15 @@ def main(argv: list[str] | None = None) -> None:
 
     def sample(prompts: list[str]) -> torch.Tensor:
         return sample_images(
-            prior, prompts, generator, args.steps, args.guidance_scale, batch_size=args.batch_size, eta=args.eta, timestep_spacing=args.timestep_spacing
+            prior,
+            prompts,
+            generator,
+            args.steps,
+            args.guidance_scale,
+            batch_size=args.batch_size,
+            eta=args.eta,
+            timestep_spacing=args.timestep_spacing,
+            guidance_below_t=args.guidance_below_t,
         )
 
     start = time.monotonic()

@@ -78,6 +78,7 @@ def sample_images(
     batch_size: int = 16,
     eta: float = 0.0,
     timestep_spacing: str = "trailing",
+    guidance_below_t: int | None = None,
 ) -> Tensor:
     """Sample one image per prompt with DDIM and classifier-free guidance.
 
@@ -97,6 +98,9 @@ def sample_images(
         timestep_spacing: "trailing" starts at the last training timestep, where no signal is
             left, so the prompt rather than the noise chooses the outline (Lin et al. 2024);
             "leading" starts one stride below it, where the prior reads an outline into the noise.
+        guidance_below_t: guide only the steps at timesteps below this; above it the conditional
+            prediction alone is used (a guidance interval, Kynkäänniemi et al. 2024). None guides
+            every step.
 
     Returns:
         [B, H, W, 3] images in [0, 1], on the CPU.
@@ -109,6 +113,8 @@ def sample_images(
         raise ValueError(f"eta={eta} must lie in [0, 1]")
     if timestep_spacing not in ("leading", "trailing"):
         raise ValueError(f"timestep_spacing={timestep_spacing!r} must be 'leading' or 'trailing'")
+    if guidance_below_t is not None and not 0 < guidance_below_t <= prior.scheduler.config.num_train_timesteps:
+        raise ValueError(f"guidance_below_t={guidance_below_t} must lie in (0, {prior.scheduler.config.num_train_timesteps}]")
     scheduler = DDIMScheduler.from_config(prior.scheduler.config, timestep_spacing=timestep_spacing)
     scheduler.set_timesteps(steps)
     size = prior.resolution
@@ -122,9 +128,12 @@ def sample_images(
         embeddings = torch.cat([text, unconditional.expand_as(text)])
         x = noise[start : start + batch_size].to(prior.device)
         for t in scheduler.timesteps:
-            text_out, uncond_out = prior.unet(torch.cat([x, x]), t, encoder_hidden_states=embeddings).sample.chunk(2)
-            guided = uncond_out + guidance_scale * (text_out - uncond_out)
-            x = scheduler.step(guided, t, x, eta=eta, generator=generator).prev_sample
+            if guidance_below_t is None or int(t) < guidance_below_t:
+                text_out, uncond_out = prior.unet(torch.cat([x, x]), t, encoder_hidden_states=embeddings).sample.chunk(2)
+                prediction = uncond_out + guidance_scale * (text_out - uncond_out)
+            else:
+                prediction = prior.unet(x, t, encoder_hidden_states=text).sample
+            x = scheduler.step(prediction, t, x, eta=eta, generator=generator).prev_sample
             bar.update(1)
         images.append(x)
     bar.close()
