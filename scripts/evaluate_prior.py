@@ -50,8 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--guidance-below-t",
         type=int,
-        default=None,
-        help="guide only the steps below this timestep (a guidance interval); above it, the conditional prediction alone",
+        default=600,
+        help="guide only the steps below this timestep (a guidance interval); above it, the conditional prediction alone (1000: every step)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=16)

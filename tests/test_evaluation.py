@@ -268,10 +268,10 @@ def test_guidance_interval_guides_only_the_steps_below_it(tiny_pixel_prior, monk
     monkeypatch.setattr(prior.unet, "forward", lambda x, t, **kwargs: seen.append((int(t), x.shape[0])) or forward(x, t, **kwargs))
     interval = sample_images(prior, prompts, torch.Generator().manual_seed(3), steps=4, guidance_scale=3.0, guidance_below_t=600)
     assert seen == [(999, 2), (749, 2), (499, 4), (249, 4)]  # conditional only, then with the unconditional half
-    everywhere = sample_images(prior, prompts, torch.Generator().manual_seed(3), steps=4, guidance_scale=3.0)
+    everywhere = sample_images(prior, prompts, torch.Generator().manual_seed(3), steps=4, guidance_scale=3.0, guidance_below_t=None)
     assert not torch.allclose(interval, everywhere)
     # Scale 1 is the conditional prediction with or without the unconditional pass.
-    plain = sample_images(prior, prompts, torch.Generator().manual_seed(3), steps=4, guidance_scale=1.0)
+    plain = sample_images(prior, prompts, torch.Generator().manual_seed(3), steps=4, guidance_scale=1.0, guidance_below_t=None)
     plain_interval = sample_images(prior, prompts, torch.Generator().manual_seed(3), steps=4, guidance_scale=1.0, guidance_below_t=600)
     torch.testing.assert_close(plain, plain_interval, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="guidance_below_t=0"):

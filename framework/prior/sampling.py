@@ -78,7 +78,7 @@ def sample_images(
     batch_size: int = 16,
     eta: float = 0.0,
     timestep_spacing: str = "trailing",
-    guidance_below_t: int | None = None,
+    guidance_below_t: int | None = 600,
 ) -> Tensor:
     """Sample one image per prompt with DDIM and classifier-free guidance.
 
@@ -100,7 +100,9 @@ def sample_images(
             "leading" starts one stride below it, where the prior reads an outline into the noise.
         guidance_below_t: guide only the steps at timesteps below this; above it the conditional
             prediction alone is used (a guidance interval, Kynkäänniemi et al. 2024). None guides
-            every step.
+            every step. Guidance at the noisiest steps, where the outline is chosen, drew the
+            bundled prior towards the wrong object: full evaluation, seed 1, guidance 2 at every
+            step gave shape accuracy 0.68, guided only below t = 600 0.92 (README).
 
     Returns:
         [B, H, W, 3] images in [0, 1], on the CPU.
