@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from framework.utils.images import image_grid, save_png  # noqa: E402
 from framework.evaluation.prior import evaluate_prior  # noqa: E402
 from framework.prior.bundled import BUNDLED_PRIOR_DIR  # noqa: E402
-from framework.prior.sampling import load_prior, sample_images  # noqa: E402
+from framework.prior.sampling import GUIDANCE_BELOW_T, load_prior, sample_images  # noqa: E402
 from framework.utils.atomic import atomic_path  # noqa: E402
 from framework.utils.devices import default_device  # noqa: E402
 
@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--guidance-below-t",
         type=int,
-        default=600,
+        default=GUIDANCE_BELOW_T,
         help="guide only the steps below this timestep (a guidance interval); above it, the conditional prediction alone (1000: every step)",
     )
     parser.add_argument("--seed", type=int, default=0)

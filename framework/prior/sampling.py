@@ -19,6 +19,7 @@ from framework.prior.bundled import BUNDLED_PRIOR_DIR
 from framework.prior.model import MAX_TOKENS
 
 SUBFOLDERS = ("unet", "text_encoder", "tokenizer", "scheduler")
+GUIDANCE_BELOW_T = 600  # the default guidance interval (see `sample_images`)
 
 
 @dataclass
@@ -78,7 +79,7 @@ def sample_images(
     batch_size: int = 16,
     eta: float = 0.0,
     timestep_spacing: str = "trailing",
-    guidance_below_t: int | None = 600,
+    guidance_below_t: int | None = GUIDANCE_BELOW_T,
 ) -> Tensor:
     """Sample one image per prompt with DDIM and classifier-free guidance.
 
