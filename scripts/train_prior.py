@@ -24,7 +24,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from framework.prior.bundled import BUNDLED_PRIOR_DIR, save_prior  # noqa: E402
-from framework.prior.dataset import RenderedSet, captions_for, render_set  # noqa: E402
+from framework.prior.dataset import OBJECT_NAMES, RenderedSet, captions_for, render_set  # noqa: E402
 from framework.prior.sampling import load_prior  # noqa: E402
 from framework.prior.model import (  # noqa: E402
     MAX_TOKENS,
@@ -36,6 +36,7 @@ from framework.prior.model import (  # noqa: E402
 )
 from framework.utils.atomic import atomic_path  # noqa: E402
 from framework.utils.devices import default_device  # noqa: E402
+from framework.world.objects import OBJECTS  # noqa: E402
 
 
 def _heads(text: str) -> int | tuple[int, ...]:
@@ -71,6 +72,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--caption-dropout", type=float, default=0.1)
     parser.add_argument("--plain-caption-prob", type=float, default=0.2)
+    parser.add_argument(
+        "--front-object-weight",
+        type=float,
+        default=1.0,
+        help="draw the training images of objects with a front (mug, house, snowman) this many times as often as the others (1: uniform)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
     parser.add_argument("--export-only", action="store_true", help="write the EMA weights of the checkpoint and stop")
@@ -96,6 +103,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="heads of every attention block, or one count per level (e.g. 1,1,3,4)",
     )
     args = parser.parse_args(argv)
+    if args.front_object_weight <= 0:
+        parser.error(f"--front-object-weight={args.front_object_weight} must be positive")
     if args.steps <= 0 or args.batch_size <= 0 or args.render_workers <= 0:
         parser.error(f"--steps={args.steps}, --batch-size={args.batch_size} and --render-workers={args.render_workers} must be positive")
     return args
@@ -109,6 +118,15 @@ def load_or_render(args: argparse.Namespace) -> RenderedSet:
     with atomic_path(cache) as tmp:
         torch.save(vars(data), tmp)
     return data
+
+
+def draw_rows(data: RenderedSet, batch_size: int, generator: torch.Generator, front_object_weight: float = 1.0) -> torch.Tensor:
+    """Rows of one training batch: uniform, or with the objects that have a front (whose view words
+    hinge on small details) `front_object_weight` times as likely as the others."""
+    if front_object_weight == 1.0:
+        return torch.randint(len(data), (batch_size,), generator=generator)
+    has_front = torch.tensor([OBJECTS[name].has_front for name in OBJECT_NAMES])[data.object]
+    return torch.multinomial(torch.where(has_front, front_object_weight, 1.0), batch_size, replacement=True, generator=generator)
 
 
 def loss_weights(alphas_cumprod: torch.Tensor, min_snr_gamma: float, x0_weight_floor: float) -> torch.Tensor:
@@ -253,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
             save_checkpoint()
             print(f"time limit reached: stopped at step {step}")
             break
-        index = torch.randint(len(data), (args.batch_size,), generator=generator)
+        index = draw_rows(data, args.batch_size, generator, args.front_object_weight)
         images = images_on_device[index.to(device)].permute(0, 3, 1, 2).float() / 127.5 - 1.0
         captions = captions_for(data, index, generator, args.caption_dropout, args.plain_caption_prob)
         ids = tokenizer(captions, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt").input_ids.to(device)

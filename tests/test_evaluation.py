@@ -20,7 +20,6 @@ from framework.evaluation.asset import MeshAsset, load_asset, render_asset
 from framework.evaluation.metrics import (
     UNCLASSIFIED,
     classify_colour,
-    classify_front_back,
     color_error,
     foreground_mask,
     mask_iou,
@@ -30,7 +29,6 @@ from framework.evaluation.prior import ReferenceGrid, evaluate_prior
 from framework.evaluation.run import evaluate_run
 from framework.evaluation.views import evaluation_cameras
 from framework.export.mesh_io import Texture, load_mesh_zup, write_glb
-from framework.guidance.prompts import VIEWS
 from framework.prior.sampling import load_prior, sample_images
 from framework.world.objects import OBJECTS, parse_prompt
 from framework.world.render import object_mesh, render_object
@@ -97,7 +95,7 @@ def test_metrics_on_hand_made_masks():
     assert classify_colour(images, foreground_mask(images), references).tolist() == [1, UNCLASSIFIED]
 
 
-def test_nearest_candidate_and_front_back():
+def test_nearest_candidate_and_ties():
     front, back = torch.zeros(2, 4, 4, 3), torch.ones(3, 4, 4, 3)
     front[1] = 0.2
     images = torch.stack([torch.full((4, 4, 3), 0.15), torch.full((4, 4, 3), 0.9), torch.full((4, 4, 3), 0.5)])
@@ -106,7 +104,6 @@ def test_nearest_candidate_and_front_back():
     tie = nearest_candidate(grey, [darker, lighter])
     assert tie.tolist() == [UNCLASSIFIED]
     assert nearest_candidate(images[:1], [(back * 255).to(torch.uint8), front]).tolist() == [1]
-    assert classify_front_back(images[:2], front, back).tolist() == [VIEWS.index("front"), VIEWS.index("back")]
 
 
 def test_evaluation_cameras_cover_two_elevations_and_distinct_azimuths():

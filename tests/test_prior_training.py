@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import train_prior  # noqa: E402
 
-from framework.prior.dataset import render_set  # noqa: E402
+from framework.prior.dataset import OBJECT_NAMES, RenderedSet, render_set  # noqa: E402
+from framework.world.objects import OBJECTS  # noqa: E402
 
 
 @pytest.mark.slow
@@ -31,6 +32,20 @@ def test_interrupted_training_resumes_exactly(tmp_path):
         assert torch.equal(straight[key], resumed[key]), key
     history = json.loads((tmp_path / "stopped/export/provenance.json").read_text())["history"]
     assert len(history) == 2 and "--stop-at-step 1" in history[0] and "--stop-at-step" not in history[1]
+
+
+def test_front_object_weight_draws_the_objects_with_a_front_more_often():
+    n = 900
+    data = RenderedSet(torch.zeros(n, 1, 1, 3, dtype=torch.uint8), torch.zeros(n, dtype=torch.long), torch.arange(n) % len(OBJECT_NAMES), torch.zeros(n, dtype=torch.long))
+    has_front = torch.tensor([OBJECTS[name].has_front for name in OBJECT_NAMES])
+    share = has_front.float().mean()  # 3 of 9 objects
+    uniform = train_prior.draw_rows(data, 20000, torch.Generator().manual_seed(0))
+    weighted = train_prior.draw_rows(data, 20000, torch.Generator().manual_seed(0), front_object_weight=3.0)
+    assert abs(has_front[data.object[uniform]].float().mean() - share) < 0.02
+    expected = 3 * share / (3 * share + (1 - share))  # 0.6
+    assert abs(has_front[data.object[weighted]].float().mean() - expected) < 0.02
+    with pytest.raises(SystemExit):
+        train_prior.parse_args(["--front-object-weight", "0"])
 
 
 def test_loss_weights_are_min_snr_with_an_optional_floor():

@@ -11,7 +11,6 @@ from typing import Literal, Sequence
 import torch
 from torch import Tensor
 
-from framework.guidance.prompts import VIEWS
 
 UNCLASSIFIED = -1  # what the classifiers answer when the evidence is empty or tied
 
@@ -92,8 +91,7 @@ def nearest_candidate(images: Tensor, candidates: Sequence[Tensor]) -> Tensor:
     """Which candidate each image looks most like: the one holding the nearest view (RGB L2).
 
     Shape classification passes one candidate per object (its renders in the prompted colour
-    from views covering the camera distribution); front/back classification passes the front
-    views and the back views of the prompted object. Comparing shaded RGB rather than masks
+    from views covering the camera distribution). Comparing shaded RGB rather than masks
     separates what silhouettes cannot (a cube's flat faces from a cylinder's, a mug's inside).
 
     Args:
@@ -113,18 +111,3 @@ def nearest_candidate(images: Tensor, candidates: Sequence[Tensor]) -> Tensor:
     best = distances.topk(2, dim=-1, largest=False)
     unique = best.values[:, 0] < best.values[:, 1]
     return torch.where(unique, best.indices[:, 0], torch.full_like(best.indices[:, 0], UNCLASSIFIED))
-
-
-def classify_front_back(images: Tensor, front: Tensor, back: Tensor) -> Tensor:
-    """Whether images [B, H, W, 3] show their object's front or back: index into `VIEWS` [B].
-
-    Args:
-        front: [V_f, H, W, 3] true renders from the front half-space of views ("front view").
-        back: [V_b, H, W, 3] the same from behind.
-
-    Returns:
-        [B] long: VIEWS.index("front") or VIEWS.index("back"), `UNCLASSIFIED` on ties.
-    """
-    answer = nearest_candidate(images, [front, back])
-    labels = torch.tensor([VIEWS.index("front"), VIEWS.index("back")])
-    return torch.where(answer >= 0, labels[answer.clamp(min=0)], answer)
