@@ -31,7 +31,7 @@ from framework.guidance.prompts import VIEWS
 from framework.utils.atomic import atomic_path
 
 SHIPPED_CLASSIFIER = Path(__file__).resolve().parent / "front_back_classifier.safetensors"
-TRAIN_STEPS = 1200  # about 2 minutes a net on one CPU core; held-out accuracy stops rising around here
+TRAIN_STEPS = 1200  # Adam steps of one net: 80 s on 2 CPU cores at 32 px, where the training loss levels off
 
 
 class FrontBackNet(nn.Module):
