@@ -13,10 +13,11 @@ each colour from a grid of views covering the SDS camera distribution, at 32 px)
   (`framework.evaluation.view_classifier`, which says why not the nearest reference).
 
 Scored this way, ground-truth renders from random cameras of the SDS distribution reach about
-100 % colour, 95-97 % shape and 98 % view accuracy (mug 98, house 100, snowman 97 % of 64
-front and back views each; the ceiling a perfect prior can reach): some views are ambiguous (a mug
-whose handle is hidden is a scaled cylinder). Silhouette IoU alone reached only 85-88 % shape
-accuracy, hence the shaded comparison.
+100 % colour, 95-97 % shape and 97 % view accuracy (the shipped judge: mug 100, house 100,
+snowman 91 % of 64 front and back views each; `scripts/train_view_classifier.py` measures it): the
+ceiling a perfect prior can reach. Some views are ambiguous (a mug whose handle is hidden is a
+scaled cylinder). Silhouette IoU alone reached only 85-88 % shape accuracy, hence the shaded
+comparison.
 
 The sampler is a plain callable, so the scorer can be checked on ground-truth renders.
 """
