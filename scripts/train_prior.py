@@ -250,7 +250,8 @@ def main(argv: list[str] | None = None) -> None:
                 "architecture": vars(arch),
                 "device": trained_on,
             }
-            save_prior(args.export_dir, unet, text_encoder, tokenizer, scheduler, provenance)
+            # A fresh tokenizer: the one used in training has padding switched on in its saved state.
+            save_prior(args.export_dir, unet, text_encoder, build_tokenizer(), scheduler, provenance)
             for p, saved in zip(params, live):
                 p.copy_(saved)
         print(f"exported the EMA weights at step {step} to {args.export_dir}")
