@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from gsplat.strategy import MCMCStrategy
@@ -93,12 +94,15 @@ class DreamGaussianSystem(GenerationSystem):
         self.refine_weight = refine_weight
         self.generator = torch.Generator().manual_seed(seed)
 
-    def setup(self, stage: str) -> None:
-        if self.trainer.world_size > 1 and not isinstance(self.trainer.strategy, UnwrappedDDPStrategy):
+    def check_trainer(self, trainer: pl.Trainer) -> None:
+        if trainer.world_size > 1 and not isinstance(trainer.strategy, UnwrappedDDPStrategy):
             raise ValueError(
-                f"{type(self.trainer.strategy).__name__} with {self.trainer.world_size} devices: DreamGaussian needs "
+                f"{type(trainer.strategy).__name__} with {trainer.world_size} devices: DreamGaussian needs "
                 "trainer.strategy=ddp_unwrapped (densification replaces the Gaussian parameters, which DDP's gradient hooks cannot follow)"
             )
+
+    def setup(self, stage: str) -> None:
+        self.check_trainer(self.trainer)  # also when fit is called without the launcher
 
     # --- stages -----------------------------------------------------------------------------------
     def enter_texture_stage(self, mesh: TexturedMesh) -> None:

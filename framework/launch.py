@@ -162,6 +162,7 @@ def run(cfg: DictConfig, record: RunRecord | None = None) -> Path:
         default_root_dir=str(run_dir),
         plugins=[AtomicCheckpointIO()],
     )
+    system.check_trainer(trainer)
     try:
         trainer.fit(system, datamodule=datamodule, ckpt_path=resume)
     except torch.cuda.OutOfMemoryError as error:

@@ -67,6 +67,10 @@ class GenerationSystem(pl.LightningModule):
         self.nonfinite = NonFiniteGuard(max_bad_steps)
         self._loss_finite = True
 
+    def check_trainer(self, trainer: pl.Trainer) -> None:
+        """Raise ValueError if this method cannot run under `trainer` (the launcher asks before
+        `fit` starts any process, so a refusal is one line from one process)."""
+
     # --- rendering ------------------------------------------------------------------------------
     def render(self, cameras: CameraBatch, training: bool) -> dict[str, Tensor]:
         shading = self.material.sample_shading(cameras, training)
