@@ -2,7 +2,7 @@
 
 Why not the nearest reference (RGB L2), the judge used first: L2 charges a detail drawn a few
 pixels off twice (where it is, and where the reference has it), so a sample with a slightly
-misplaced face or door lies nearer the plain back than the front. On 96 samples of the shipped
+misplaced face or door lies nearer the plain back than the front. On 96 samples of the first GPU
 prior, all 16 "front view" snowmen showed the face and buttons by eye, yet L2 called 14 of them
 "back". A classifier trained on the references under random shifts, scaling, blur, gain and noise
 keys on which details are there and on which side, not on where each pixel is.
