@@ -165,6 +165,14 @@ def test_ground_truth_script_rejects_unknown_prompt_in_one_line(tmp_path):
     assert not (tmp_path / "gt").exists()
 
 
+@pytest.mark.parametrize("objects", [("mug", "teapot"), ("mug", "mug")])
+def test_evaluate_prior_script_rejects_bad_objects_in_one_line(tmp_path, objects):
+    done = _run_script("scripts/evaluate_prior.py", "--objects", *objects, "--out", str(tmp_path / "eval"))
+    assert done.returncode == 2
+    assert "--objects" in done.stderr and objects[-1] in done.stderr.splitlines()[-1]
+    assert not (tmp_path / "eval").exists()
+
+
 def _fake_run(run_dir: Path, prompt: str, obj_name: str, colour: str) -> Path:
     (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
     (run_dir / ".hydra" / "config.yaml").write_text(f"prompt: {prompt}\nseed: 0\n")
