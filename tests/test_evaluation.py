@@ -166,7 +166,7 @@ def test_ground_truth_script_rejects_unknown_prompt_in_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("objects", [("mug", "teapot"), ("mug", "mug")])
-def test_evaluate_prior_script_rejects_bad_objects_in_one_line(tmp_path, objects):
+def test_evaluate_prior_script_rejects_bad_objects_naming_them(tmp_path, objects):
     done = _run_script("scripts/evaluate_prior.py", "--objects", *objects, "--out", str(tmp_path / "eval"))
     assert done.returncode == 2
     assert "--objects" in done.stderr and objects[-1] in done.stderr.splitlines()[-1]
