@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from framework.guidance.prompts import VIEWS  # noqa: E402
 from framework.prior.bundled import BUNDLED_PRIOR_DIR, save_prior  # noqa: E402
 from framework.prior.dataset import OBJECT_NAMES, RenderedSet, captions_for, render_set  # noqa: E402
 from framework.prior.sampling import load_prior  # noqa: E402
@@ -78,6 +79,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1.0,
         help="draw the training images of objects with a front (mug, house, snowman) this many times as often as the others (1: uniform)",
     )
+    parser.add_argument(
+        "--front-back-weight",
+        type=float,
+        default=1.0,
+        help="draw the images of objects with a front seen from the front or the back this many times as often (on top of --front-object-weight)",
+    )
+    parser.add_argument(
+        "--freeze-text-encoder",
+        action="store_true",
+        help="train the UNet only (fine-tuning: the words keep the embeddings that score distillation was measured with)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
     parser.add_argument("--export-only", action="store_true", help="write the EMA weights of the checkpoint and stop")
@@ -103,8 +115,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="heads of every attention block, or one count per level (e.g. 1,1,3,4)",
     )
     args = parser.parse_args(argv)
-    if args.front_object_weight <= 0:
-        parser.error(f"--front-object-weight={args.front_object_weight} must be positive")
+    for flag in ("front_object_weight", "front_back_weight"):
+        if getattr(args, flag) <= 0:
+            parser.error(f"--{flag.replace('_', '-')}={getattr(args, flag)} must be positive")
     if args.steps <= 0 or args.batch_size <= 0 or args.render_workers <= 0:
         parser.error(f"--steps={args.steps}, --batch-size={args.batch_size} and --render-workers={args.render_workers} must be positive")
     return args
@@ -120,13 +133,16 @@ def load_or_render(args: argparse.Namespace) -> RenderedSet:
     return data
 
 
-def draw_rows(data: RenderedSet, batch_size: int, generator: torch.Generator, front_object_weight: float = 1.0) -> torch.Tensor:
+def draw_rows(data: RenderedSet, batch_size: int, generator: torch.Generator, front_object_weight: float = 1.0, front_back_weight: float = 1.0) -> torch.Tensor:
     """Rows of one training batch: uniform, or with the objects that have a front (whose view words
-    hinge on small details) `front_object_weight` times as likely as the others."""
-    if front_object_weight == 1.0:
+    hinge on small details) `front_object_weight` times as likely as the others, and their front
+    and back views a further `front_back_weight` times as likely as their side and overhead ones."""
+    if front_object_weight == 1.0 and front_back_weight == 1.0:
         return torch.randint(len(data), (batch_size,), generator=generator)
     has_front = torch.tensor([OBJECTS[name].has_front for name in OBJECT_NAMES])[data.object]
-    return torch.multinomial(torch.where(has_front, front_object_weight, 1.0), batch_size, replacement=True, generator=generator)
+    front_or_back = (data.view == VIEWS.index("front")) | (data.view == VIEWS.index("back"))
+    weight = torch.where(has_front, front_object_weight, 1.0) * torch.where(has_front & front_or_back, front_back_weight, 1.0)
+    return torch.multinomial(weight, batch_size, replacement=True, generator=generator)
 
 
 def loss_weights(alphas_cumprod: torch.Tensor, min_snr_gamma: float, x0_weight_floor: float) -> torch.Tensor:
@@ -192,6 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     checkpoint_path = args.work_dir / "checkpoint.pt"
     if args.init_from is not None and not checkpoint_path.exists():
         history = _load_exported(args.init_from, arch, unet, text_encoder)
+    text_encoder.requires_grad_(not args.freeze_text_encoder)  # frozen weights get no grad, so AdamW skips them
     ema = [p.detach().clone() for p in params]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     generator = torch.Generator().manual_seed(args.seed + 1)
@@ -272,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
             save_checkpoint()
             print(f"time limit reached: stopped at step {step}")
             break
-        index = draw_rows(data, args.batch_size, generator, args.front_object_weight)
+        index = draw_rows(data, args.batch_size, generator, args.front_object_weight, args.front_back_weight)
         images = images_on_device[index.to(device)].permute(0, 3, 1, 2).float() / 127.5 - 1.0
         captions = captions_for(data, index, generator, args.caption_dropout, args.plain_caption_prob)
         ids = tokenizer(captions, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt").input_ids.to(device)

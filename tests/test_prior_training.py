@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import train_prior  # noqa: E402
 
+from framework.guidance.prompts import VIEWS  # noqa: E402
 from framework.prior.dataset import OBJECT_NAMES, RenderedSet, render_set  # noqa: E402
 from framework.world.objects import OBJECTS  # noqa: E402
 
@@ -46,6 +47,21 @@ def test_front_object_weight_draws_the_objects_with_a_front_more_often():
     assert abs(has_front[data.object[weighted]].float().mean() - expected) < 0.02
     with pytest.raises(SystemExit):
         train_prior.parse_args(["--front-object-weight", "0"])
+
+
+def test_front_back_weight_draws_the_front_and_back_views_of_objects_with_a_front_more_often(capsys):
+    n = 9 * len(VIEWS) * 10
+    data = RenderedSet(torch.zeros(n, 1, 1, 3, dtype=torch.uint8), torch.zeros(n, dtype=torch.long), torch.arange(n) % len(OBJECT_NAMES), torch.arange(n) // len(OBJECT_NAMES) % len(VIEWS))
+    has_front = torch.tensor([OBJECTS[name].has_front for name in OBJECT_NAMES])[data.object]
+    front_or_back = (data.view == VIEWS.index("front")) | (data.view == VIEWS.index("back"))
+    rows = train_prior.draw_rows(data, 40000, torch.Generator().manual_seed(0), front_back_weight=4.0)
+    # Row weights: 4 for the 3 objects' 2 of 4 views, 1 for everything else (9 x 4 cells in all).
+    total = 3 * 2 * 4 + (9 * 4 - 3 * 2)
+    assert abs((has_front & front_or_back)[rows].float().mean() - 3 * 2 * 4 / total) < 0.02
+    assert abs((has_front & ~front_or_back)[rows].float().mean() - 3 * 2 / total) < 0.02
+    with pytest.raises(SystemExit):
+        train_prior.parse_args(["--front-back-weight", "-1"])
+    assert "--front-back-weight=-1.0 must be positive" in capsys.readouterr().err
 
 
 def test_loss_weights_are_min_snr_with_an_optional_floor():
@@ -105,6 +121,18 @@ def test_init_from_an_exported_prior_starts_from_its_weights(tmp_path):
     assert len(history) == 3 and "first" in history[0] and "fine-tuned" in history[1] and "--init-from" in history[2]
     with pytest.raises(SystemExit, match="architecture"):
         train_prior.main([*tuned, "--work-dir", str(tmp_path / "other"), "--init-from", str(tmp_path / "first/export"), "--attention-heads", "2"])
+
+
+@pytest.mark.slow
+def test_freeze_text_encoder_trains_the_unet_only(tmp_path):
+    common = ["--batch-size", "2", "--dataset-size", "16", "--steps", "2", "--warmup-steps", "1"]
+    train_prior.main(["--work-dir", str(tmp_path / "first"), "--export-dir", str(tmp_path / "first/export"), *common])
+    tuned = ["--work-dir", str(tmp_path / "tuned"), "--export-dir", str(tmp_path / "tuned/export"), *common, "--lr", "0.05"]
+    train_prior.main([*tuned, "--init-from", str(tmp_path / "first/export"), "--freeze-text-encoder"])
+    for part, should_move in (("unet/diffusion_pytorch_model.safetensors", True), ("text_encoder/model.safetensors", False)):
+        first, fine_tuned = load_file(tmp_path / "first/export" / part), load_file(tmp_path / "tuned/export" / part)
+        moved = any(not torch.equal(first[key], fine_tuned[key]) for key in first)
+        assert moved == should_move, part
 
 
 @pytest.mark.slow
