@@ -173,6 +173,16 @@ def test_evaluate_prior_script_rejects_bad_objects_naming_them(tmp_path, objects
     assert not (tmp_path / "eval").exists()
 
 
+
+@pytest.mark.parametrize("objects, colours, named", [(("mug", "teapot"), ("red",), r"unknown \['teapot'\]"), (("mug", "mug"), ("red",), r"repeated \['mug'\]"), (("mug",), ("red", "mauve"), r"unknown \['mauve'\]")])
+def test_evaluate_prior_rejects_bad_names_before_sampling(objects, colours, named):
+    def sampler(prompts):
+        raise AssertionError("sampled before checking the names")
+
+    with pytest.raises(ValueError, match=named):
+        evaluate_prior(sampler, objects=objects, colours=colours)
+
+
 def _fake_run(run_dir: Path, prompt: str, obj_name: str, colour: str) -> Path:
     (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
     (run_dir / ".hydra" / "config.yaml").write_text(f"prompt: {prompt}\nseed: 0\n")

@@ -229,6 +229,11 @@ def evaluate_prior(
     """
     if samples_per_prompt < 1:
         raise ValueError(f"samples_per_prompt={samples_per_prompt} must be at least 1")
+    for kind, names, known in (("objects", objects, OBJECTS), ("colours", colours, COLOURS)):
+        unknown = [n for n in names if n not in known]
+        repeated = sorted({n for n in names if list(names).count(n) > 1})
+        if unknown or repeated or not names:
+            raise ValueError(f"{kind}={list(names)!r}: unknown {unknown}, repeated {repeated}; give distinct names among {sorted(known)}")
     plain = world_prompts(objects, colours) * samples_per_prompt
     viewed = view_prompts(objects, colours) * samples_per_prompt if with_views else []
     images = sample([p.text for p in plain + viewed])
