@@ -4,7 +4,8 @@
 
 Reads the prompt from RUN_DIR/.hydra/config.yaml, renders RUN_DIR/export/model.glb and the true
 object from the evaluation views, writes RUN_DIR/eval.json (per-view mask IoU and colour error,
-`mask_iou_mean`, `color_error_mean`) and prints the summary as JSON on its last line.
+`mask_iou_mean`, `color_error_mean`, `dominant_colour`, `colour_right`) and prints the summary as JSON
+on its last line.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
         pose = f"elevation {view['elevation']:5.1f} azimuth {view['azimuth']:6.1f}"
         print(f"{pose}: mask IoU {view['mask_iou']:.3f}, colour error {error}")
     print(f"wrote {args.run_dir / 'eval.json'}")
-    summary = {key: result[key] for key in ("prompt", "mask_iou_mean", "color_error_mean", "n_views")}
+    summary = {key: result[key] for key in ("prompt", "mask_iou_mean", "color_error_mean", "dominant_colour", "colour_right", "n_views")}
     print(json.dumps(summary))
 
 

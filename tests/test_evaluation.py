@@ -194,12 +194,16 @@ def test_evaluate_run_scores_the_true_object_high_and_a_wrong_one_low(tmp_path):
     good = evaluate_run(_fake_run(tmp_path / "good", "a red cube", "cube", "red"), n_views=4)
     assert good["prompt"] == "a red cube" and len(good["views"]) == 4
     assert good["mask_iou_mean"] > 0.9 and good["color_error_mean"] < 0.05
+    assert good["dominant_colour"] == "red" and good["colour_right"]
     written = json.loads((tmp_path / "good" / "eval.json").read_text())
     assert written["mask_iou_mean"] == pytest.approx(good["mask_iou_mean"])
 
     bad = evaluate_run(_fake_run(tmp_path / "bad", "a red cube", "sphere", "blue"), n_views=4)
     assert bad["mask_iou_mean"] < good["mask_iou_mean"] - 0.05
     assert bad["color_error_mean"] > 0.2
+    assert bad["dominant_colour"] == "blue" and not bad["colour_right"]
+    orange = evaluate_run(_fake_run(tmp_path / "orange", "a red cube", "cube", "orange"), n_views=4)
+    assert orange["dominant_colour"] == "orange" and not orange["colour_right"]
 
 
 def test_evaluate_run_explains_a_missing_asset(tmp_path):

@@ -6,13 +6,16 @@ import json
 import math
 from pathlib import Path
 
+import torch
 from omegaconf import OmegaConf
+from torch import Tensor
 
+from framework.cameras.camera import CameraBatch
 from framework.evaluation.asset import load_asset, render_asset
-from framework.evaluation.metrics import color_error, mask_iou
+from framework.evaluation.metrics import UNCLASSIFIED, classify_colour, color_error, mask_iou, mean_colour
 from framework.evaluation.views import evaluation_cameras
 from framework.utils.atomic import atomic_path
-from framework.world.objects import OBJECTS, parse_prompt
+from framework.world.objects import COLOURS, OBJECTS, parse_prompt
 from framework.world.render import render_object
 
 ASSET = Path("export") / "model.glb"
@@ -33,7 +36,9 @@ def read_prompt(run_dir: str | Path) -> str:
 def evaluate_run(run_dir: str | Path, n_views: int = 8, resolution: int = 64) -> dict:
     """Render RUN_DIR/export/model.glb and the prompt's true object from `evaluation_cameras` and
     write RUN_DIR/eval.json: per-view mask IoU and colour error (mean absolute RGB difference
-    where both masks cover the pixel; null where they do not overlap), their means, and the prompt.
+    where both masks cover the pixel; null where they do not overlap), their means, the prompt, and
+    the dominant colour: the world colour whose true object's mean colour is nearest the asset's
+    in most views (`colour_right` says whether it is the prompt's).
 
     Returns:
         The dict written to eval.json.
@@ -52,6 +57,7 @@ def evaluate_run(run_dir: str | Path, n_views: int = 8, resolution: int = 64) ->
     ious = mask_iou(mask, true_mask).tolist()
     errors = [None if math.isnan(e) else e for e in color_error(rgb, true_rgb, mask, true_mask).tolist()]
     defined = [e for e in errors if e is not None]
+    dominant = dominant_colour(rgb, mask, object_name, cameras)
     result = {
         "prompt": prompt,
         "asset": str(ASSET),
@@ -59,6 +65,8 @@ def evaluate_run(run_dir: str | Path, n_views: int = 8, resolution: int = 64) ->
         "resolution": resolution,
         "mask_iou_mean": sum(ious) / len(ious),
         "color_error_mean": sum(defined) / len(defined) if defined else None,
+        "dominant_colour": dominant,
+        "colour_right": dominant == colour,
         "views": [
             {"elevation": float(e), "azimuth": float(a), "mask_iou": iou, "color_error": error}
             for e, a, iou, error in zip(cameras.elevation_deg, cameras.azimuth_deg, ious, errors)
@@ -67,3 +75,13 @@ def evaluate_run(run_dir: str | Path, n_views: int = 8, resolution: int = 64) ->
     with atomic_path(run_dir / "eval.json") as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def dominant_colour(rgb: Tensor, mask: Tensor, object_name: str, cameras: CameraBatch) -> str | None:
+    """The world colour most views of an asset's renders `rgb` [V, H, W, 3] (coverage `mask`) are
+    nearest to, each view compared with the true object in every colour from the same camera
+    (shading darkens the colours, so plain RGB values would not do). None if no view shows it."""
+    references = torch.stack([mean_colour(*render_object(OBJECTS[object_name], name, cameras)) for name in COLOURS], dim=1)
+    votes = classify_colour(rgb, mask, references)
+    votes = votes[votes != UNCLASSIFIED]
+    return list(COLOURS)[int(votes.mode().values)] if votes.numel() else None
