@@ -54,7 +54,7 @@ class GaussiansToMesh(pl.Callback):
         self,
         switch_step: int,
         export_dir: str | Path,
-        density_threshold: float = 0.5,
+        density_threshold: float = 0.2,
         grid_resolution: int = 96,
         target_faces: int = 4000,
         min_component_fraction: float = 0.05,
