@@ -50,6 +50,8 @@ class DreamGaussianSystem(GenerationSystem):
         refine_strength: noise level t_start / T of the stage-2 target (a number or schedule).
         refine_steps: DDIM steps of the stage-2 target.
         refine_weight: weight of the stage-2 MSE.
+        refine_guidance_scale: classifier-free guidance of the stage-2 denoising (None: the SDS
+            scale); the texture alone changes there, so a scale that suits sampling may do.
         seed: of the generator behind densification's random splits (checkpointed, so a resumed
             run splits exactly like an uninterrupted one).
         max_bad_steps: see `GenerationSystem`.
@@ -73,6 +75,7 @@ class DreamGaussianSystem(GenerationSystem):
         refine_strength: Any = 0.3,
         refine_steps: int = 4,
         refine_weight: float = 1.0,
+        refine_guidance_scale: float | None = None,
         seed: int = 0,
         save_dir: str | Path = "save",
         max_bad_steps: int = 20,
@@ -92,6 +95,7 @@ class DreamGaussianSystem(GenerationSystem):
         self.refine_strength = as_scalar(refine_strength)
         self.refine_steps = refine_steps
         self.refine_weight = refine_weight
+        self.refine_guidance_scale = refine_guidance_scale
         self.generator = torch.Generator().manual_seed(seed)
 
     def check_trainer(self, trainer: pl.Trainer) -> None:
@@ -203,7 +207,7 @@ class DreamGaussianSystem(GenerationSystem):
     def texture_losses(self, render: dict[str, Tensor], cameras: CameraBatch, step: int) -> dict[str, Tensor]:
         """Stage 2: MSE between the render and the prior's multi-step denoising of it."""
         strength = value_at(self.refine_strength, step)
-        target = self.guidance.refine(render["rgb"].detach(), cameras, strength, self.refine_steps)
+        target = self.guidance.refine(render["rgb"].detach(), cameras, strength, self.refine_steps, self.refine_guidance_scale)
         loss = self.refine_weight * F.mse_loss(render["rgb"], target.to(render["rgb"]))
         return {"loss_refine": loss, "loss": loss, "refine_strength": torch.tensor(strength)}
 

@@ -135,6 +135,16 @@ def test_refine_at_low_strength_keeps_the_image(tiny_pixel_prior):
     assert (strong - rgb).abs().mean() > 3 * (gentle - rgb).abs().mean()
 
 
+
+def test_refine_guidance_scale_overrides_the_sds_scale_for_refinement_only(tiny_pixel_prior):
+    def refined(configured: float, override: float | None) -> torch.Tensor:
+        guidance = PixelDiffusionGuidance(str(tiny_pixel_prior), guidance_scale=configured, embedding_cache_dir=None, device="cpu", seed=3)
+        guidance.set_prompt("a red cube")
+        return guidance.refine(torch.full((1, 32, 32, 3), 0.5), _cameras(1, 32), strength=0.8, n_steps=3, guidance_scale=override)
+
+    assert torch.equal(refined(20.0, 1.5), refined(1.5, None))
+    assert not torch.equal(refined(20.0, 1.5), refined(20.0, None))
+
 def test_graphed_call_runs_eagerly_on_cpu_and_with_gradients():
     calls = []
 

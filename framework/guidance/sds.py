@@ -181,8 +181,9 @@ class ScoreDistillation(ABC):
             return torch.ones_like(alpha_bar)
         return alpha_bar.sqrt() * (1 - alpha_bar)
 
-    def guided_noise(self, noisy: Tensor, timesteps: Tensor, cameras: CameraBatch) -> Tensor:
-        """Classifier-free guided epsilon for `noisy` model-space samples."""
+    def guided_noise(self, noisy: Tensor, timesteps: Tensor, cameras: CameraBatch, guidance_scale: float | None = None) -> Tensor:
+        """Classifier-free guided epsilon for `noisy` model-space samples (`guidance_scale`:
+        None = the configured one)."""
         batch = noisy.shape[0]
         conditional = self.conditional_embeddings(cameras)
         unconditional = self._embeddings["negative"].expand(batch, -1, -1)
@@ -190,7 +191,8 @@ class ScoreDistillation(ABC):
         t = timesteps.to(self.device)
         noise_pred = self.predict_noise(torch.cat([noisy, noisy]).to(self.dtype), torch.cat([t, t]), embeddings).float()
         cond, uncond = noise_pred.chunk(2)
-        return uncond + self.guidance_scale * (cond - uncond)
+        scale = self.guidance_scale if guidance_scale is None else guidance_scale
+        return uncond + scale * (cond - uncond)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -224,7 +226,7 @@ class ScoreDistillation(ABC):
         }
 
     @torch.no_grad()
-    def refine(self, rgb: Tensor, cameras: CameraBatch, strength: float, n_steps: int) -> Tensor:
+    def refine(self, rgb: Tensor, cameras: CameraBatch, strength: float, n_steps: int, guidance_scale: float | None = None) -> Tensor:
         """Multi-step denoising of renders (DreamGaussian's stage 2 target): noise to
         t = strength * T, then `n_steps` deterministic DDIM steps with classifier-free guidance and
         the view-dependent prompt down to t = 0.
@@ -233,6 +235,7 @@ class ScoreDistillation(ABC):
             rgb: [B, H, W, 3] renders in [0, 1].
             strength: in (0, 1]; how much of the image the prior may change.
             n_steps: DDIM steps from t = strength * T to 0.
+            guidance_scale: classifier-free guidance of these steps (None: the SDS one).
 
         Returns:
             [B, H, W, 3] refined images in [0, 1] (no gradient), at the renders' resolution.
@@ -246,7 +249,7 @@ class ScoreDistillation(ABC):
         noise = torch.randn(x0.shape, generator=self.generator).to(x0)
         sample = alphas[t_start].sqrt() * x0 + (1 - alphas[t_start]).sqrt() * noise
         for t, t_next in zip(timesteps[:-1].tolist(), timesteps[1:].tolist()):
-            eps = self.guided_noise(sample, torch.full((x0.shape[0],), t), cameras).to(x0)
+            eps = self.guided_noise(sample, torch.full((x0.shape[0],), t), cameras, guidance_scale).to(x0)
             a_t = alphas[t].to(x0)
             predicted = (sample - (1 - a_t).sqrt() * eps) / a_t.sqrt()
             if self.clip_denoised:
