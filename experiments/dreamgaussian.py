@@ -51,7 +51,8 @@ class DreamGaussianSystem(GenerationSystem):
         refine_steps: DDIM steps of the stage-2 target.
         refine_weight: weight of the stage-2 MSE.
         refine_guidance_scale: classifier-free guidance of the stage-2 denoising (None: the SDS
-            scale); the texture alone changes there, so a scale that suits sampling may do.
+            scale). Only the texture changes there; 2 instead of 5 moved the colour error of
+            the default run by less than 0.003 (docs/dreamgaussian_notes.md).
         seed: of the generator behind densification's random splits (checkpointed, so a resumed
             run splits exactly like an uninterrupted one).
         max_bad_steps: see `GenerationSystem`.
