@@ -173,7 +173,6 @@ def test_evaluate_prior_script_rejects_bad_objects_naming_them(tmp_path, objects
     assert not (tmp_path / "eval").exists()
 
 
-
 @pytest.mark.parametrize("objects, colours, named", [(("mug", "teapot"), ("red",), r"unknown \['teapot'\]"), (("mug", "mug"), ("red",), r"repeated \['mug'\]"), (("mug",), ("red", "mauve"), r"unknown \['mauve'\]")])
 def test_evaluate_prior_rejects_bad_names_before_sampling(objects, colours, named):
     def sampler(prompts):

@@ -135,7 +135,6 @@ def test_refine_at_low_strength_keeps_the_image(tiny_pixel_prior):
     assert (strong - rgb).abs().mean() > 3 * (gentle - rgb).abs().mean()
 
 
-
 def test_refine_guidance_scale_overrides_the_sds_scale_for_refinement_only(tiny_pixel_prior):
     def refined(configured: float, override: float | None) -> torch.Tensor:
         guidance = PixelDiffusionGuidance(str(tiny_pixel_prior), guidance_scale=configured, embedding_cache_dir=None, device="cpu", seed=3)
@@ -144,6 +143,7 @@ def test_refine_guidance_scale_overrides_the_sds_scale_for_refinement_only(tiny_
 
     assert torch.equal(refined(20.0, 1.5), refined(1.5, None))
     assert not torch.equal(refined(20.0, 1.5), refined(20.0, None))
+
 
 def test_graphed_call_runs_eagerly_on_cpu_and_with_gradients():
     calls = []

@@ -48,12 +48,9 @@ def sds_direction(
     cosines = []
     for fraction in timesteps:
         t = torch.full((n_views,), min(int(fraction * n_train), n_train - 1))
-        alpha_bar = guidance.alphas_cumprod[t].view(-1, 1, 1, 1)
         total = 0.0
         for _ in range(n_noise):
-            noise = torch.randn(x0.shape, generator=generator)
-            noisy = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
-            step = -guidance.weights(t).view(-1, 1, 1, 1) * (guidance.guided_noise(noisy, t, cameras).cpu().float() - noise)
+            step = -guidance.sds_gradient(x0, t, torch.randn(x0.shape, generator=generator), cameras)
             total += F.cosine_similarity(step.flatten(1), towards).mean().item()
         cosines.append(total / n_noise)
     return cosines

@@ -198,6 +198,15 @@ class ScoreDistillation(ABC):
     def dtype(self) -> torch.dtype:
         return torch.float16 if self.device.type == "cuda" else torch.float32
 
+    @torch.no_grad()
+    def sds_gradient(self, x0: Tensor, timesteps: Tensor, noise: Tensor, cameras: CameraBatch) -> Tensor:
+        """w(t) (eps_hat - eps) for model-space samples `x0` noised with `noise` at `timesteps`:
+        the SDS gradient before clipping (no autograd graph)."""
+        alpha_bar = self.alphas_cumprod[timesteps].to(x0).view(-1, 1, 1, 1)
+        noisy = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
+        noise_pred = self.guided_noise(noisy, timesteps, cameras).to(x0)
+        return self.weights(timesteps).to(x0).view(-1, 1, 1, 1) * (noise_pred - noise)
+
     def __call__(self, rgb: Tensor, cameras: CameraBatch, step: int) -> dict[str, Tensor]:
         """SDS loss of renders `rgb` [B, H, W, 3] in [0, 1] seen from `cameras`.
 
@@ -208,12 +217,7 @@ class ScoreDistillation(ABC):
         x0 = self.encode_images(images)
         timesteps = self.sample_timesteps(x0.shape[0], step)
         noise = torch.randn(x0.shape, generator=self.generator).to(x0)
-        alpha_bar = self.alphas_cumprod[timesteps].to(x0).view(-1, 1, 1, 1)
-        with torch.no_grad():
-            noisy = alpha_bar.sqrt() * x0.detach() + (1 - alpha_bar).sqrt() * noise
-            noise_pred = self.guided_noise(noisy, timesteps, cameras).to(x0)
-        grad = self.weights(timesteps).to(x0).view(-1, 1, 1, 1) * (noise_pred - noise)
-        grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+        grad = torch.nan_to_num(self.sds_gradient(x0, timesteps, noise, cameras), nan=0.0, posinf=0.0, neginf=0.0)
         if self.grad_clip is not None:
             clip = value_at(self.grad_clip, step)
             grad = grad.clamp(-clip, clip)
