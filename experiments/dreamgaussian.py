@@ -6,7 +6,9 @@ resolution); a gsplat strategy densifies and prunes around every step. The stage
 (`framework.callbacks.gaussian_stages.GaussiansToMesh`) turns the Gaussians into a UV-textured
 mesh and calls `enter_texture_stage`. Stage "texture": each step renders the mesh, lets the prior
 denoise the render from a small noise level (I_fine = denoise(I_coarse + eps(t_start))) and fits
-the texture to it with an MSE.
+the texture to it with an MSE. When the prior's images are lit by the bundled world's light
+(`guidance.world_light`), the texture is baked and rendered as an albedo under that light, so the
+exported model is not lit twice in a viewer; otherwise it holds what the renders showed.
 
 Optimisation is manual because gsplat's strategies must run around `backward()` and replace
 parameters together with their optimiser state; the stage and the Gaussian count are in every
@@ -122,7 +124,7 @@ class DreamGaussianSystem(GenerationSystem):
     def render(self, cameras: CameraBatch, training: bool) -> dict[str, Tensor]:
         if self.stage == "texture":
             assert self.mesh is not None
-            return self.mesh_renderer(self.mesh, self.background, cameras, training)
+            return self.mesh_renderer(self.mesh, self.background, cameras, training, lit=self.guidance.world_light)
         return super().render(cameras, training)
 
     # --- optimisation ------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ from framework.cameras.distribution import orbit_ring
 from framework.evaluation.asset import MeshAsset, load_asset, render_asset
 from framework.evaluation.metrics import color_error, mask_iou
 from framework.export.texture_bake import bake_texture, unwrap_uv, write_textured_mesh
-from framework.renderers.mesh_raster import MeshRasterizer
+from framework.renderers.mesh_raster import MeshRasterizer, clip_positions
+from framework.renderers.textured_mesh import world_lit
 
 SIDE_COLOURS = torch.tensor(
     [[0.9, 0.1, 0.1], [0.1, 0.8, 0.2], [0.1, 0.2, 0.9], [0.9, 0.8, 0.1], [0.8, 0.2, 0.8], [0.1, 0.8, 0.8]]
@@ -150,3 +151,28 @@ def test_textured_export_is_atomic(tmp_path, baked, monkeypatch):
     assert sorted(after) == sorted(before)  # no temporary or partial file left
     assert after["model.glb"] == before["model.glb"]
 
+
+
+def _world_lit_sphere_views(albedo: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, CameraBatch, torch.Tensor, torch.Tensor]:
+    """A smooth sphere of one albedo rendered under the world's camera light from `_views`."""
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.6)
+    vertices = torch.as_tensor(sphere.vertices, dtype=torch.float32)
+    faces = torch.as_tensor(sphere.faces, dtype=torch.long)
+    cameras = _views()
+    rasterizer = MeshRasterizer("torch")
+    rast = rasterizer.rasterize(clip_positions(vertices, cameras), faces, (cameras.height, cameras.width))
+    covered = rast[..., 3] > 0
+    lit = world_lit(albedo.expand(*covered.shape, 3), vertices, faces, rast, cameras, rasterizer)
+    return vertices, faces, cameras, torch.where(covered[..., None], lit, torch.ones_like(lit)), covered
+
+
+def test_delit_bake_recovers_the_albedo_of_views_under_the_world_light():
+    albedo = torch.tensor([0.9, 0.8, 0.2])
+    vertices, faces, cameras, images, masks = _world_lit_sphere_views(albedo)
+    new_vertices, new_faces, uv, _ = unwrap_uv(vertices, faces, texture_size=64)
+    delit, filled = bake_texture(new_vertices, new_faces, uv, cameras, images, masks, texture_size=64, delight=True)
+    plain, _ = bake_texture(new_vertices, new_faces, uv, cameras, images, masks, texture_size=64)
+    assert filled.float().mean() > 0.3
+    assert (delit[filled] - albedo).abs().mean() < 0.02
+    # Without de-lighting the texture keeps the views' shading: darker than the albedo.
+    assert (albedo - plain[filled]).mean() > 0.1

@@ -6,8 +6,9 @@ decimated, UV-unwrapped (xatlas) and textured by back-projecting renders of the 
 rings of views; the system then optimises that texture. When training ends the callback writes
 `gaussians.ply`, `model.obj` (+ `.mtl` + texture PNG) and `model.glb`.
 
-The module it drives offers `representation` (a `GaussianModel`), `stage`, `mesh`,
-`render(cameras, training)` and `enter_texture_stage(mesh)`.
+The module it drives offers `representation` (a `GaussianModel`), `guidance` (whose `world_light`
+says whether to bake albedo), `stage`, `mesh`, `render(cameras, training)` and
+`enter_texture_stage(mesh)`.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ class GaussiansToMesh(pl.Callback):
         renders = [pl_module.render(cameras.subset(slice(i, i + 8)), training=False) for i in range(0, cameras.batch_size, 8)]
         images = torch.cat([r["rgb"] for r in renders])
         masks = torch.cat([r["opacity"][..., 0] for r in renders]) > 0.5
-        texture, _ = bake_texture(vertices, faces, uv, cameras, images, masks, texture_size=self.texture_size)
+        texture, _ = bake_texture(vertices, faces, uv, cameras, images, masks, texture_size=self.texture_size, delight=pl_module.guidance.world_light)
         return TexturedMesh(vertices, faces, uv, texture, optimize_vertices=self.optimize_vertices)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: object, batch_idx: int) -> None:

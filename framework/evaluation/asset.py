@@ -17,7 +17,7 @@ from trimesh.visual import TextureVisuals
 from framework.cameras.camera import CameraBatch
 from framework.export.mesh_io import load_mesh_zup
 from framework.renderers.mesh_raster import MeshRasterizer, clip_positions
-from framework.world.render import AMBIENT, light_directions
+from framework.renderers.textured_mesh import world_lit
 
 
 @dataclass
@@ -78,14 +78,6 @@ def load_asset(path: str | Path) -> MeshAsset:
     return MeshAsset(vertices, faces, colours=colours)
 
 
-def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
-    """[V, 3] area-weighted unit vertex normals of a mesh ([V, 3] vertices, [F, 3] faces)."""
-    corners = vertices[faces]
-    face_normals = torch.linalg.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0], dim=-1)
-    normals = torch.zeros_like(vertices).index_add_(0, faces.reshape(-1), face_normals.repeat_interleave(3, dim=0))
-    return F.normalize(normals, dim=-1)
-
-
 @torch.no_grad()
 def render_asset(asset: MeshAsset, cameras: CameraBatch, supersample: int = 2) -> tuple[Tensor, Tensor]:
     """Render like `render_object`: RGB [B, H, W, 3] in [0, 1] on white and coverage [B, H, W].
@@ -104,17 +96,7 @@ def render_asset(asset: MeshAsset, cameras: CameraBatch, supersample: int = 2) -
         albedo = rasterizer.texture(asset.texture[None], v_down, boundary_mode="clamp")
     else:
         albedo = rasterizer.interpolate(asset.colours, rast, asset.faces)
-    points = rasterizer.interpolate(asset.vertices, rast, asset.faces)
-    smooth_normals = vertex_normals(asset.vertices, asset.faces)
-    normals = F.normalize(rasterizer.interpolate(smooth_normals, rast, asset.faces), dim=-1)
-    corners = asset.vertices[asset.faces[face_index.clamp(min=0)]]  # [B, h, w, 3, 3]
-    edges = corners[..., 1:, :] - corners[..., :1, :]
-    geometric = torch.linalg.cross(edges[..., 0, :], edges[..., 1, :], dim=-1)
-    towards_camera = fine.position[:, None, None, :] - points
-    facing = torch.where((geometric * towards_camera).sum(-1, keepdim=True) < 0, -1.0, 1.0)
-    light = light_directions(fine)[:, None, None, :]
-    shade = AMBIENT + (1 - AMBIENT) * (facing * normals * light).sum(-1, keepdim=True).clamp(min=0.0)
-    rgb = torch.where(covered[..., None], (albedo * shade).clamp(0.0, 1.0), torch.ones_like(albedo))
+    rgb = torch.where(covered[..., None], world_lit(albedo, asset.vertices, asset.faces, rast, fine, rasterizer), torch.ones_like(albedo))
     rgb = F.avg_pool2d(rgb.permute(0, 3, 1, 2), supersample).permute(0, 2, 3, 1)
     mask = F.avg_pool2d(covered[:, None].float(), supersample)[:, 0]
     return rgb, mask

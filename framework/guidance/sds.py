@@ -71,6 +71,10 @@ class ScoreDistillation(ABC):
         seed: of the generator that draws timesteps and noise.
         cuda_graphs: on CUDA, replay the frozen model's forward as a CUDA graph (one per input
             shape); small models are launch-bound otherwise. No effect on the CPU.
+        world_light: the prior's images are lit like the bundled world (`framework.world.render`:
+            a light that follows the camera). Textured meshes made under it can then hold albedo
+            (DreamGaussian bakes and refines its texture under that light); with an unknown light
+            (photographs: hub models) a texture holds what the renders showed, lighting included.
     """
 
     def __init__(
@@ -87,6 +91,7 @@ class ScoreDistillation(ABC):
         embedding_cache_dir: str | None = str(DEFAULT_CACHE_DIR),
         seed: int = 0,
         cuda_graphs: bool = True,
+        world_light: bool = False,
     ) -> None:
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting={weighting!r}: expected one of {WEIGHTINGS}")
@@ -101,6 +106,7 @@ class ScoreDistillation(ABC):
         self.device = resolve_device(device)
         self.embedding_cache_dir = embedding_cache_dir
         self.generator = torch.Generator().manual_seed(seed)
+        self.world_light = world_light
         self._embeddings: dict[str, Tensor] = {}
         # Captures the weights where they are when first called: subclasses place them first.
         self._model_call = GraphedCall(self.model_output) if cuda_graphs else self.model_output

@@ -36,6 +36,7 @@ import sys
 from types import ModuleType
 
 import torch
+import torch.nn.functional as F
 import torch.utils.cpp_extension
 from torch import Tensor
 
@@ -88,6 +89,17 @@ def clip_positions(vertices: Tensor, cameras: CameraBatch, near: float = 0.1, fa
     clip_from_world = cameras.projection_opengl(near, far) @ torch.linalg.inv(cameras.c2w)
     homogeneous = torch.cat([vertices, torch.ones_like(vertices[:, :1])], dim=-1)
     return torch.einsum("bij,vj->bvi", clip_from_world.to(vertices.dtype), homogeneous)
+
+
+def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
+    """[V, 3] area-weighted unit vertex normals of a mesh ([V, 3] vertices, [F, 3] faces,
+    counter-clockwise seen from outside); differentiable in `vertices`. Vertices at the same
+    position (copies along UV seams) share one normal, so seams do not show in the shading."""
+    corners = vertices[faces]
+    face_normals = torch.linalg.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0], dim=-1)
+    _, welded = torch.unique(vertices.detach(), dim=0, return_inverse=True)
+    sums = torch.zeros_like(vertices).index_add(0, welded[faces.reshape(-1)], face_normals.repeat_interleave(3, dim=0))
+    return F.normalize(sums[welded], dim=-1)
 
 
 def _pixel_ndc(index: Tensor, height: int, width: int) -> Tensor:

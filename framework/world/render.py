@@ -28,6 +28,12 @@ def light_directions(cameras: CameraBatch) -> Tensor:
     return F.normalize(towards_camera + 0.6 * up - 0.3 * right, dim=-1)
 
 
+def brightness(normals: Tensor, light: Tensor) -> Tensor:
+    """[..., 1] ambient plus Lambertian share of the world's light for unit `normals` and light
+    directions `light` (broadcastable [..., 3]): what an albedo is multiplied by."""
+    return AMBIENT + (1 - AMBIENT) * (normals * light).sum(-1, keepdim=True).clamp(min=0.0)
+
+
 def _sphere_trace(obj: ProceduralObject, origins: Tensor, directions: Tensor) -> tuple[Tensor, Tensor]:
     """Distances along rays [N] to the surface and a hit mask [N]; rays start at the unit sphere."""
     b = (origins * directions).sum(-1)
@@ -72,8 +78,7 @@ def render_object(obj: ProceduralObject, colour: str, cameras: CameraBatch, supe
         albedo = obj.part_colours(colour).to(points)[part]
         normals = _normals(obj, points)
         light = light_directions(fine).repeat_interleave(shape[1] * shape[2], dim=0)[index]
-        shade = AMBIENT + (1 - AMBIENT) * (normals * light).sum(-1, keepdim=True).clamp(min=0.0)
-        rgb[index] = (albedo * shade).clamp(0.0, 1.0)
+        rgb[index] = (albedo * brightness(normals, light)).clamp(0.0, 1.0)
     rgb = rgb.view(*shape, 3)
     mask = hit.to(rgb.dtype).view(*shape)
     rgb = F.avg_pool2d(rgb.permute(0, 3, 1, 2), supersample).permute(0, 2, 3, 1)
