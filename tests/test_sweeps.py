@@ -299,7 +299,7 @@ def made_up_sweep(tmp_path: Path) -> Path:
     (done / "save" / "turntable.mp4").write_bytes(b"not decoded by the tests")
     (done / "export" / "model.glb").write_bytes(b"glTF")
     (done / "metrics.csv").write_text("epoch,step,train/loss,train/loss_sds,val/x\n0,0,3.0,2.0,\n0,1,1.5,,\n0,1,,1.0,7\n")
-    (done / "eval.json").write_text(json.dumps({"prompt": "a red cube", "mask_iou_mean": 0.5, "color_error_mean": 0.1, "views": []}))
+    (done / "eval.json").write_text(json.dumps({"prompt": "a red cube", "n_views": 8, "mask_iou_mean": 0.5, "color_error_mean": 0.1, "dominant_colour": "orange", "colour_right": False, "views": []}))
     (sweep / ".submitit" / "123").mkdir(parents=True)  # launcher files are not jobs
     return sweep
 
@@ -310,6 +310,8 @@ def test_report_has_one_row_per_job_with_losses_eval_and_status(made_up_sweep):
     assert [row["job"] for row in rows] == ["0-a-red-cube-seed0", "1-a-blue-torus-seed0"]
     done, failed = rows
     assert (done["status"], done["train/loss"], done["train/loss_sds"], done["eval/mask_iou_mean"]) == ("completed", "1.5", "1.0", "0.5")
+    assert (done["eval/dominant_colour"], done["eval/colour_right"]) == ("orange", "False")
+    assert "eval/prompt" not in done and "eval/views" not in done
     assert done["sweep_values"] == "prompt=a-red-cube" and done["overrides"] == "experiment=dreamfusion prompt=a-red-cube seed=0"
     assert failed["status"] == "failed" and failed["error"].startswith("prompt is 400") and failed["train/loss"] == ""
 

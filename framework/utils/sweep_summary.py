@@ -28,6 +28,7 @@ from framework.utils.run_record import RECORD_NAME, read_record
 
 FIXED_COLUMNS = ["job", "status", "error", "sweep_values", "overrides", "final_step", "wall_seconds"]
 STEP = re.compile(r"step(\d+)")
+COLOUR_VERDICT = ("dominant_colour", "colour_right")  # eval.json's non-numbers that still score a run
 
 
 def find_jobs(sweep_dir: str | os.PathLike) -> list[Path]:
@@ -65,12 +66,13 @@ def final_losses(job_dir: Path) -> dict[str, str]:
 
 
 def eval_metrics(job_dir: Path) -> dict[str, Any]:
-    """The numbers at the top of eval.json (scripts/evaluate.py), as `eval/<name>`."""
+    """The scores at the top of eval.json (scripts/evaluate.py), as `eval/<name>`: its numbers and
+    its colour verdict (`dominant_colour`, `colour_right`)."""
     path = job_dir / "eval.json"
     if not path.is_file():
         return {}
     data = json.loads(path.read_text())
-    return {f"eval/{k}": v for k, v in data.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {f"eval/{k}": v for k, v in data.items() if k in COLOUR_VERDICT or (isinstance(v, (int, float)) and not isinstance(v, bool))}
 
 
 def latest_stills(job_dir: Path) -> list[Path]:
