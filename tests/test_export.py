@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -153,6 +155,28 @@ def test_glb_has_matte_material_and_normals(tmp_path, coloured_mesh):
     assert geometry.visual.material.metallicFactor == 0.0
     expected = zup_to_yup(trimesh.Trimesh(vertices, faces, process=False).vertex_normals)
     np.testing.assert_allclose(geometry.vertex_normals, expected, atol=1e-5)
+
+
+def _glb_json(path) -> dict:
+    """The JSON chunk of a binary glTF (12-byte header, then chunk length and type)."""
+    data = path.read_bytes()
+    length = int.from_bytes(data[12:16], "little")
+    assert data[16:20] == b"JSON"
+    return json.loads(data[20 : 20 + length])
+
+
+@pytest.mark.parametrize("vertex_colours", [True, False], ids=["vertex-colours", "textured"])
+def test_glb_marks_lit_colours_unlit_only_when_asked(tmp_path, coloured_mesh, vertex_colours):
+    vertices, faces, colours = coloured_mesh
+    content = {"vertex_colors": colours} if vertex_colours else {"texture": Texture(uv=np.zeros((len(vertices), 2)), image=np.zeros((2, 2, 3), np.uint8))}
+    write_glb(tmp_path / "lit.glb", vertices, faces, **content)
+    write_glb(tmp_path / "unlit.glb", vertices, faces, unlit=True, **content)
+    lit, unlit = _glb_json(tmp_path / "lit.glb"), _glb_json(tmp_path / "unlit.glb")
+    assert "KHR_materials_unlit" not in lit.get("extensionsUsed", [])
+    assert not any("KHR_materials_unlit" in m.get("extensions", {}) for m in lit["materials"])
+    assert "KHR_materials_unlit" in unlit["extensionsUsed"]
+    assert unlit["materials"] and all("KHR_materials_unlit" in m["extensions"] for m in unlit["materials"])
+    load_mesh_zup(tmp_path / "unlit.glb")  # still a file trimesh reads
 
 
 @pytest.mark.parametrize("writer, name", [(write_glb, "model.glb"), (write_obj, "model.obj")])

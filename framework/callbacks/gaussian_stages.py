@@ -105,7 +105,8 @@ class GaussiansToMesh(pl.Callback):
             return
         write_gaussian_ply(self.export_dir / "gaussians.ply", pl_module.representation)
         mesh = pl_module.mesh if pl_module.stage == "texture" else self.convert(pl_module)
-        paths = write_textured_mesh(self.export_dir, mesh.positions().detach(), mesh.faces, mesh.uv, mesh.albedo().detach())
+        albedo = pl_module.guidance.world_light  # else the texture holds the renders' lighting
+        paths = write_textured_mesh(self.export_dir, mesh.positions().detach(), mesh.faces, mesh.uv, mesh.albedo().detach(), unlit=not albedo)
         for logger in trainer.loggers:
             if isinstance(logger, pl.loggers.WandbLogger):
                 import wandb

@@ -21,6 +21,8 @@ from PIL import Image
 from framework.export.axes import yup_to_zup, zup_to_yup
 from framework.utils.atomic import atomic_path
 
+UNLIT = "KHR_materials_unlit"
+
 
 @dataclass(frozen=True)
 class Texture:
@@ -81,12 +83,22 @@ def _matte_default_material(tree: dict) -> None:
         materials.append({"name": "matte", "pbrMetallicRoughness": {"metallicFactor": 0.0, "roughnessFactor": 1.0}})
 
 
+def _mark_unlit(tree: dict) -> None:
+    """Flag every material KHR_materials_unlit: viewers show its colours without lighting."""
+    for material in tree.get("materials", []):
+        material.setdefault("extensions", {})[UNLIT] = {}
+    used = tree.setdefault("extensionsUsed", [])
+    if UNLIT not in used:
+        used.append(UNLIT)
+
+
 def write_glb(
     path: str | os.PathLike,
     vertices: np.ndarray,
     faces: np.ndarray,
     vertex_colors: np.ndarray | None = None,
     texture: Texture | None = None,
+    unlit: bool = False,
 ) -> None:
     """Write a binary glTF, +Y up, with smooth vertex normals.
 
@@ -96,10 +108,18 @@ def write_glb(
         faces: [F, 3] int vertex indices, counter-clockwise seen from outside.
         vertex_colors: [V, 3] float RGB in [0, 1], or None.
         texture: a UV-mapped texture instead of vertex colours, or None.
+        unlit: the colours already hold their lighting (a texture baked from lit renders), so
+            the material is marked KHR_materials_unlit and viewers do not light it again.
     """
     mesh = _mesh(vertices, faces, vertex_colors, texture, _glb_material)
+
+    def postprocess(tree: dict) -> None:
+        _matte_default_material(tree)
+        if unlit:
+            _mark_unlit(tree)
+
     with atomic_path(path) as tmp:
-        mesh.export(tmp, file_type="glb", include_normals=True, tree_postprocessor=_matte_default_material)
+        mesh.export(tmp, file_type="glb", include_normals=True, tree_postprocessor=postprocess)
 
 
 def write_obj(

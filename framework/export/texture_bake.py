@@ -165,7 +165,7 @@ def bake_texture(
     return _fill_from_nearest(texture, filled).clamp(0.0, 1.0), filled
 
 
-def write_textured_mesh(export_dir: str | os.PathLike, vertices: Tensor, faces: Tensor, uv: Tensor, texture: Tensor) -> dict[str, Path]:
+def write_textured_mesh(export_dir: str | os.PathLike, vertices: Tensor, faces: Tensor, uv: Tensor, texture: Tensor, unlit: bool = False) -> dict[str, Path]:
     """Write `model.obj` + `model.mtl` + `model_albedo.png` and `model.glb` (+Y up), each atomically.
 
     Args:
@@ -174,6 +174,8 @@ def write_textured_mesh(export_dir: str | os.PathLike, vertices: Tensor, faces: 
         faces: [F, 3] vertex indices, counter-clockwise seen from outside.
         uv: [V, 2] texture coordinates, origin at the texture's bottom-left.
         texture: [T, T, 3] float albedo in [0, 1], row 0 at the top.
+        unlit: the texture holds lit colours rather than albedo: the GLB's material is marked
+            unlit (KHR_materials_unlit; OBJ has no such flag).
 
     Returns:
         Paths under the keys "obj", "mtl", "texture" and "glb".
@@ -190,5 +192,5 @@ def write_textured_mesh(export_dir: str | os.PathLike, vertices: Tensor, faces: 
         "glb": export_dir / "model.glb",
     }
     write_obj(paths["obj"], positions, indices, texture=mapped, texture_name=paths["texture"].stem)
-    write_glb(paths["glb"], positions, indices, texture=mapped)
+    write_glb(paths["glb"], positions, indices, texture=mapped, unlit=unlit)
     return paths
