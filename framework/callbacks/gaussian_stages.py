@@ -105,8 +105,9 @@ class GaussiansToMesh(pl.Callback):
             return
         write_gaussian_ply(self.export_dir / "gaussians.ply", pl_module.representation)
         mesh = pl_module.mesh if pl_module.stage == "texture" else self.convert(pl_module)
-        albedo = pl_module.guidance.world_light  # else the texture holds the renders' lighting
-        paths = write_textured_mesh(self.export_dir, mesh.positions().detach(), mesh.faces, mesh.uv, mesh.albedo().detach(), unlit=not albedo)
+        # Without the world's light the texture holds the renders' lighting: viewers must not add theirs.
+        unlit = not pl_module.guidance.world_light
+        paths = write_textured_mesh(self.export_dir, mesh.positions().detach(), mesh.faces, mesh.uv, mesh.albedo().detach(), unlit=unlit)
         for logger in trainer.loggers:
             if isinstance(logger, pl.loggers.WandbLogger):
                 import wandb

@@ -82,14 +82,13 @@ def load_asset(path: str | Path) -> MeshAsset:
 def render_asset(asset: MeshAsset, cameras: CameraBatch, supersample: int = 2) -> tuple[Tensor, Tensor]:
     """Render like `render_object`: RGB [B, H, W, 3] in [0, 1] on white and coverage [B, H, W].
 
-    Lighting is two-sided (a face seen from behind is lit as if it faced the camera), so
-    inconsistent windings in generated meshes do not count as colour errors.
+    Shading is `world_lit`'s, the one stage 2 of DreamGaussian trains its texture under: two-sided,
+    so inconsistent windings in generated meshes do not count as colour errors.
     """
     fine = cameras.to("cpu").with_resolution(cameras.height * supersample, cameras.width * supersample)
     rasterizer = MeshRasterizer(backend="torch")
     rast = rasterizer.rasterize(clip_positions(asset.vertices, fine), asset.faces, (fine.height, fine.width))
-    face_index = rast[..., 3].long() - 1
-    covered = face_index >= 0
+    covered = rast[..., 3] > 0
     if asset.texture is not None:
         uv = rasterizer.interpolate(asset.uvs, rast, asset.faces)  # [B, h, w, 2], v up from the bottom row
         v_down = torch.stack([uv[..., 0], 1 - uv[..., 1]], dim=-1)
