@@ -25,7 +25,7 @@ from torch import Tensor
 
 from framework.cameras.camera import CameraBatch
 from framework.export.mesh_io import Texture, write_glb, write_obj
-from framework.renderers.mesh_raster import MeshRasterizer, clip_positions, vertex_normals
+from framework.renderers.mesh_raster import MeshRasterizer, clip_positions, face_normals, vertex_normals
 from framework.world.render import brightness, light_directions
 
 
@@ -122,9 +122,7 @@ def bake_texture(
     texel_face = uv_rast[0, ..., 3].long() - 1
     on_surface = texel_face >= 0
     points = rasterizer.interpolate(vertices, uv_rast, faces)[0][on_surface]  # [N, 3]
-    corners = vertices[faces]
-    face_normals = F.normalize(torch.linalg.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0], dim=-1), dim=-1)
-    normals = face_normals[texel_face[on_surface]]
+    normals = F.normalize(face_normals(vertices, faces), dim=-1)[texel_face[on_surface]]
     if delight:
         smooth_normals = F.normalize(rasterizer.interpolate(vertex_normals(vertices, faces), uv_rast, faces)[0][on_surface], dim=-1)
 

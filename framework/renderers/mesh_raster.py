@@ -91,14 +91,20 @@ def clip_positions(vertices: Tensor, cameras: CameraBatch, near: float = 0.1, fa
     return torch.einsum("bij,vj->bvi", clip_from_world.to(vertices.dtype), homogeneous)
 
 
+def face_normals(vertices: Tensor, faces: Tensor) -> Tensor:
+    """[F, 3] face normals of length twice the face's area (outwards for faces counter-clockwise
+    seen from outside); differentiable in `vertices`."""
+    corners = vertices[faces]
+    return torch.linalg.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0], dim=-1)
+
+
 def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
     """[V, 3] area-weighted unit vertex normals of a mesh ([V, 3] vertices, [F, 3] faces,
     counter-clockwise seen from outside); differentiable in `vertices`. Vertices at the same
     position (copies along UV seams) share one normal, so seams do not show in the shading."""
-    corners = vertices[faces]
-    face_normals = torch.linalg.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0], dim=-1)
     _, welded = torch.unique(vertices.detach(), dim=0, return_inverse=True)
-    sums = torch.zeros_like(vertices).index_add(0, welded[faces.reshape(-1)], face_normals.repeat_interleave(3, dim=0))
+    area_weighted = face_normals(vertices, faces).repeat_interleave(3, dim=0)
+    sums = torch.zeros_like(vertices).index_add(0, welded[faces.reshape(-1)], area_weighted)
     return F.normalize(sums[welded], dim=-1)
 
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from framework.cameras.camera import CameraBatch
-from framework.renderers.mesh_raster import MeshRasterizer, clip_positions, vertex_normals
+from framework.renderers.mesh_raster import MeshRasterizer, clip_positions, face_normals, vertex_normals
 from framework.representations.textured_mesh import TexturedMesh
 from framework.world.render import brightness, light_directions
 
@@ -20,9 +20,7 @@ def world_lit(albedo: Tensor, vertices: Tensor, faces: Tensor, rast: Tensor, cam
     camera light, in [0, 1]. Normals are the smooth vertex normals; a face seen from behind is lit
     as if it faced the camera, so generated meshes with mixed windings do not turn dark."""
     normals = F.normalize(rasterizer.interpolate(vertex_normals(vertices, faces), rast, faces), dim=-1)
-    corners = vertices[faces[(rast[..., 3].long() - 1).clamp(min=0)]]  # [B, H, W, 3, 3]
-    edges = corners[..., 1:, :] - corners[..., :1, :]
-    geometric = torch.linalg.cross(edges[..., 0, :], edges[..., 1, :], dim=-1)
+    geometric = face_normals(vertices, faces)[(rast[..., 3].long() - 1).clamp(min=0)]  # [B, H, W, 3]
     towards_camera = cameras.position[:, None, None, :] - rasterizer.interpolate(vertices, rast, faces)
     facing = torch.where((geometric * towards_camera).sum(-1, keepdim=True) < 0, -1.0, 1.0)
     light = light_directions(cameras)[:, None, None, :]
@@ -41,15 +39,15 @@ class TexturedMeshRenderer(nn.Module):
     def forward(self, mesh: TexturedMesh, background: nn.Module, cameras: CameraBatch, training: bool, lit: bool = False) -> dict[str, Tensor]:
         """rgb [B, H, W, 3] over the background, opacity and depth [B, H, W, 1]; `lit`: shade the
         texture as albedo under the world's light (smooth normals, seen from either side)."""
-        faces = mesh.faces
-        pos_clip = clip_positions(mesh.positions(), cameras)
+        faces, positions = mesh.faces, mesh.positions()
+        pos_clip = clip_positions(positions, cameras)
         rast = self.rasterizer.rasterize(pos_clip, faces, (cameras.height, cameras.width))
         uv = self.rasterizer.interpolate(mesh.uv, rast, faces)
         # Our UVs start at the texture's bottom-left (OBJ); the rasterizer's v = 0 is row 0.
         uv = torch.stack([uv[..., 0], 1.0 - uv[..., 1]], dim=-1)
         colour = self.rasterizer.texture(mesh.albedo()[None], uv, boundary_mode="clamp")
         if lit:
-            colour = world_lit(colour, mesh.positions(), faces, rast, cameras, self.rasterizer)
+            colour = world_lit(colour, positions, faces, rast, cameras, self.rasterizer)
         coverage = (rast[..., 3:] > 0).to(colour.dtype)
         _, directions = cameras.rays()
         rgb = colour * coverage + (1.0 - coverage) * background(directions, training)
