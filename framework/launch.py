@@ -1,8 +1,13 @@
-"""The Hydra entry point: compose the config, build the parts, fit, render the turntable, export.
+"""The Hydra entry point: compose the config, build the parts, fit (or predict, for a
+feed-forward method), render the turntable, export.
 
     python -m framework.launch experiment=dreamfusion prompt="a red cube" [seed=N]
         [trainer.max_steps=N] [resume=<ckpt>|auto] [init_from=<ckpt>] [backend=auto|torch|cuda]
-        [guidance=<name>] [image=<file>] [max_bad_steps=K]
+        [guidance=<name>] [+guidance@guidance_slots.<name>=<option>] [image=<file>] [max_bad_steps=K]
+
+`init_from=<ckpt>` starts this run where another run's checkpoint stopped (weights, stage, step,
+optimisers), in this run's directory and with this run's settings: e.g. one coarse result, swept
+over the settings of a later stage.
 
 `resume=auto` continues from the run's own RUN_DIR/ckpts/last.ckpt when it exists and starts fresh
 otherwise: the same command run again in the same run directory (`hydra.run.dir=...`, or a requeued
@@ -15,6 +20,7 @@ HYDRA_FULL_ERROR=1); a run stopped by NaN/Inf steps or by running out of memory 
 
 from __future__ import annotations
 
+import importlib.resources
 import logging
 import os
 import re
@@ -34,7 +40,9 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 import framework.distributed  # noqa: F401  (registers trainer.strategy=ddp_unwrapped)
+from framework.guidance.slot import GuidanceSlot, split_slot_config
 from framework.schedules import value_at
+from framework.stages import resolution_schedule
 from framework.utils.checkpoint_io import AtomicCheckpointIO, load_checkpoint_file
 from framework.utils.devices import default_device
 from framework.utils.errors import RunStopped
@@ -65,6 +73,22 @@ OmegaConf.register_new_resolver("sweep_group", sweep_group, replace=True)  # one
 OmegaConf.register_new_resolver("sum", lambda *values: sum(values), replace=True)  # stage lengths -> max_steps
 
 
+def run_name(prompt: object, image: object) -> str:
+    """What names a run's folder: the prompt, else the reference image's file name."""
+    if prompt is not None and str(prompt).strip():
+        return str(prompt)
+    return Path(str(image)).stem if image is not None else ""
+
+
+def package_dir(package: str, relative: str) -> str:
+    """A folder shipped inside an installed package (the bundled prior's weights)."""
+    return str(importlib.resources.files(package) / relative)
+
+
+OmegaConf.register_new_resolver("run_name", run_name, replace=True)
+OmegaConf.register_new_resolver("package_dir", package_dir, replace=True)
+
+
 def resolve_backend(backend: str) -> torch.device:
     """backend=auto|torch|cuda -> the device the run uses."""
     if backend not in ("auto", "torch", "cuda"):
@@ -82,18 +106,21 @@ def job_device(device: torch.device, gpu_per_job: bool) -> torch.device:
     return torch.device("cuda", HydraConfig.get().job.num % torch.cuda.device_count())
 
 
-def check_prompt(prompt: object) -> str:
+def check_prompt(prompt: object, image: object = None) -> str | None:
+    """The prompt, required unless an image is given (image-to-3D)."""
     text = str(prompt) if prompt is not None else ""
     if not text.strip():
-        raise ValueError(f"prompt={text!r} is empty: pass prompt=\"a red cube\"")
+        if image is not None and prompt is None:
+            return None
+        raise ValueError(f"prompt={text!r} is empty: pass prompt=\"a red cube\" (or image=<file> for image-to-3D)")
     if len(text) > MAX_PROMPT_CHARS:
         raise ValueError(f"prompt is {len(text)} characters long: at most {MAX_PROMPT_CHARS} are allowed")
     return text
 
 
 def check_image(image: object) -> None:
-    """`image=<file>` (an image prompt) must be an image file PIL can read. No method consumes it
-    yet; checking it here gives the image-to-3D methods their input contract."""
+    """`image=<file>` (the reference view of image-to-3D) must be an image file PIL can read;
+    checked before any weight loads."""
     if image is None:
         return
     try:
@@ -113,6 +140,21 @@ def resolve_resume(cfg: DictConfig) -> str | None:
     return str(last) if last.is_file() else None
 
 
+def start_checkpoint(cfg: DictConfig) -> str | None:
+    """The checkpoint training starts from: this run's own (`resume=`) or, for a fresh start,
+    another run's (`init_from=`)."""
+    resume, init_from = resolve_resume(cfg), cfg.get("init_from")
+    for name, path in (("resume", resume), ("init_from", init_from)):
+        if path and not Path(str(path)).is_file():
+            raise FileNotFoundError(f"{name}={str(path)!r}: no such checkpoint file")
+    if resume and init_from and cfg.get("resume") != "auto":
+        raise ValueError("give resume= (continue this run) or init_from= (start from another run), not both")
+    if init_from and not resume:
+        load_checkpoint_file(init_from)  # a bad file fails with one line before the prior loads
+        return str(init_from)
+    return resume
+
+
 def out_of_memory_line(camera: pl.LightningDataModule, step: int) -> str:
     """What to lower when CUDA runs out of memory: typically at a resolution or batch-size step."""
     resolution, batch_size = int(value_at(camera.resolution, step)), int(value_at(camera.batch_size, step))
@@ -122,27 +164,37 @@ def out_of_memory_line(camera: pl.LightningDataModule, step: int) -> str:
     )
 
 
+def build_slots(cfg: DictConfig, device: torch.device) -> dict[str, GuidanceSlot]:
+    """The guidance slots: `guidance` is the slot "main", `guidance_slots.<name>` the others; each
+    node holds the guidance's arguments and the slot's settings (input, weight, ...)."""
+    nodes = {"main": cfg.guidance} if cfg.get("guidance") is not None else {}
+    nodes.update(cfg.get("guidance_slots") or {})
+    slots = {}
+    for name, node in nodes.items():
+        arguments, settings = split_slot_config(OmegaConf.to_container(node, resolve=True))
+        slots[name] = GuidanceSlot(name=name, guidance=instantiate(arguments, device=str(device)), **settings)
+    return slots
+
+
 def build_system(cfg: DictConfig, device: torch.device) -> tuple[pl.LightningModule, pl.LightningDataModule]:
-    state = load_checkpoint_file(cfg.init_from) if cfg.get("init_from") else None  # a bad file fails before the prior loads
-    guidance = instantiate(cfg.guidance, device=str(device))
-    guidance.set_prompt(check_prompt(cfg.prompt))
-    system = instantiate(cfg.system, guidance=guidance, max_bad_steps=cfg.max_bad_steps)
-    if state is not None:
-        system.on_load_checkpoint(state)  # first: it resizes what the checkpoint resized (Gaussians)
-        system.load_state_dict(state["state_dict"])
-    return system, instantiate(cfg.camera)
+    """The system (its guidance slots first, as ever, so seeded initialisations stay put) and
+    the datamodule, whose training resolution follows the stages that declare one."""
+    slots = build_slots(cfg, device)
+    # Slots are objects, not config: they join the partially built system as plain arguments.
+    system = instantiate(cfg.system, _partial_=True, max_bad_steps=cfg.max_bad_steps)(slots=slots)
+    datamodule = instantiate(cfg.camera)
+    datamodule.resolution = resolution_schedule(system.stages, datamodule.resolution)
+    return system, datamodule
 
 
 def run(cfg: DictConfig, record: RunRecord | None = None) -> Path:
     """Fit, test (turntable) and export; `record` (launch's RUN_DIR/run.json) also gives the loggers
     the run config and wandb its kept run id."""
     run_dir = Path(cfg.run_dir)
-    check_prompt(cfg.prompt)
+    check_prompt(cfg.prompt, cfg.get("image"))
     check_image(cfg.get("image"))
     device = job_device(resolve_backend(cfg.backend), cfg.get("gpu_per_job", False))
-    resume = resolve_resume(cfg)
-    if resume and not Path(resume).is_file():
-        raise FileNotFoundError(f"resume={resume!r}: no such checkpoint file")
+    resume = start_checkpoint(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     system, datamodule = build_system(cfg, device)
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
@@ -164,7 +216,10 @@ def run(cfg: DictConfig, record: RunRecord | None = None) -> Path:
     )
     system.check_trainer(trainer)
     try:
-        trainer.fit(system, datamodule=datamodule, ckpt_path=resume)
+        if system.feed_forward:
+            trainer.predict(system, datamodule=datamodule, return_predictions=False)
+        else:
+            trainer.fit(system, datamodule=datamodule, ckpt_path=resume)
     except torch.cuda.OutOfMemoryError as error:
         raise RunStopped(out_of_memory_line(datamodule, trainer.global_step)) from error
     trainer.test(system, datamodule=datamodule, verbose=False)

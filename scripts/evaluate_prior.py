@@ -3,7 +3,7 @@
     python scripts/evaluate_prior.py [--prior DIR] [--samples-per-prompt 1] [--steps 50] [--objects mug house ...]
         [--guidance-scale 2] [--eta 0] [--timestep-spacing trailing] [--seed 0] [--out outputs/prior_eval]
 
-Reports colour, shape and view accuracy (see `framework.evaluation.prior` for how each is
+Reports colour, shape and view accuracy (see `bundled.evaluation.prior` for how each is
 judged), writes OUT/samples.png (objects x colours), OUT/views.png (front and back samples of the
 objects with a front) and OUT/prior_eval.json (with per-object accuracies). The last printed line
 is JSON with color_accuracy, shape_accuracy, view_accuracy and their counts.
@@ -21,13 +21,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from framework.utils.images import image_grid, save_png  # noqa: E402
-from framework.evaluation.prior import evaluate_prior  # noqa: E402
-from framework.prior.bundled import BUNDLED_PRIOR_DIR  # noqa: E402
-from framework.prior.sampling import GUIDANCE_BELOW_T, load_prior, sample_images  # noqa: E402
+from bundled.evaluation.prior import evaluate_prior  # noqa: E402
+from bundled.prior.sampling import GUIDANCE_BELOW_T, load_prior, sample_images  # noqa: E402
+from bundled.prior.weights import BUNDLED_PRIOR_DIR  # noqa: E402
+from bundled.world.objects import OBJECTS  # noqa: E402
 from framework.utils.atomic import atomic_path  # noqa: E402
 from framework.utils.devices import default_device  # noqa: E402
-from framework.world.objects import OBJECTS  # noqa: E402
+from framework.utils.images import image_grid, save_png  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

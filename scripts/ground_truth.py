@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from framework.evaluation.ground_truth import write_ground_truth  # noqa: E402
+from bundled.evaluation.ground_truth import write_ground_truth  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,5 +1,5 @@
 """How hard does score distillation pull renders of a wrong object towards the prompted one, per
-noise level? (see `framework.evaluation.sds_direction`)
+noise level? (see `bundled.evaluation.sds_direction`)
 
     python scripts/sds_direction.py --prompt "a yellow cone" --source cylinder [--prior DIR]
         [--timesteps 0.2 0.4 0.6 0.8 0.95] [--guidance-scale 5] [--views 16] [--seed 0]
@@ -17,10 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from framework.evaluation.sds_direction import sds_direction  # noqa: E402
+from bundled.evaluation.sds_direction import sds_direction  # noqa: E402
+from bundled.prior.weights import BUNDLED_PRIOR_DIR  # noqa: E402
+from bundled.world.objects import OBJECTS  # noqa: E402
 from framework.guidance.pixel import PixelDiffusionGuidance  # noqa: E402
-from framework.prior.bundled import BUNDLED_PRIOR_DIR  # noqa: E402
-from framework.world.objects import OBJECTS  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

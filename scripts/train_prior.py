@@ -23,11 +23,8 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from framework.guidance.prompts import VIEWS  # noqa: E402
-from framework.prior.bundled import BUNDLED_PRIOR_DIR, save_prior  # noqa: E402
-from framework.prior.dataset import OBJECT_NAMES, RenderedSet, captions_for, render_set  # noqa: E402
-from framework.prior.sampling import load_prior  # noqa: E402
-from framework.prior.model import (  # noqa: E402
+from bundled.prior.dataset import OBJECT_NAMES, RenderedSet, captions_for, render_set  # noqa: E402
+from bundled.prior.model import (  # noqa: E402
     MAX_TOKENS,
     PriorArchitecture,
     build_scheduler,
@@ -35,9 +32,12 @@ from framework.prior.model import (  # noqa: E402
     build_tokenizer,
     build_unet,
 )
+from bundled.prior.sampling import load_prior  # noqa: E402
+from bundled.prior.weights import BUNDLED_PRIOR_DIR, save_prior  # noqa: E402
+from bundled.world.objects import OBJECTS  # noqa: E402
+from framework.guidance.prompts import VIEWS  # noqa: E402
 from framework.utils.atomic import atomic_path  # noqa: E402
 from framework.utils.devices import default_device  # noqa: E402
-from framework.world.objects import OBJECTS  # noqa: E402
 
 
 def _heads(text: str) -> int | tuple[int, ...]:

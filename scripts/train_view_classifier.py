@@ -3,7 +3,7 @@
     python scripts/train_view_classifier.py [--steps 1200] [--members 3] [--seed 0] [--out PATH]
 
 Renders the reference views of every object with a front in every colour, trains the ensemble on
-them (see `framework.evaluation.view_classifier`) and writes it (by default over the shipped
+them (see `bundled.evaluation.view_classifier`) and writes it (by default over the shipped
 weights). Then it scores ground-truth renders from random cameras of the SDS distribution in the
 front and back sectors, views it never saw: the view accuracy a perfect prior would reach. The last
 printed line is JSON with that accuracy, overall and per object.
@@ -21,11 +21,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bundled.evaluation.prior import VIEW_HALF_WIDTH_DEG, PriorPrompt, build_references, score_views, train_view_classifier  # noqa: E402
+from bundled.evaluation.view_classifier import SHIPPED_CLASSIFIER, TRAIN_STEPS, FrontBackClassifier  # noqa: E402
+from bundled.world.objects import COLOURS, OBJECTS  # noqa: E402
+from bundled.world.render import render_object  # noqa: E402
 from framework.cameras.distribution import OrbitDistribution  # noqa: E402
-from framework.evaluation.prior import VIEW_HALF_WIDTH_DEG, PriorPrompt, build_references, score_views, train_view_classifier  # noqa: E402
-from framework.evaluation.view_classifier import SHIPPED_CLASSIFIER, TRAIN_STEPS, FrontBackClassifier  # noqa: E402
-from framework.world.objects import COLOURS, OBJECTS  # noqa: E402
-from framework.world.render import render_object  # noqa: E402
 
 CEILING_VIEWS_PER_COLOUR = 8
 

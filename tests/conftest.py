@@ -10,8 +10,8 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from framework.prior.bundled import save_prior
-from framework.prior.model import PriorArchitecture, build_scheduler, build_text_encoder, build_tokenizer, build_unet
+from bundled.prior.model import PriorArchitecture, build_scheduler, build_text_encoder, build_tokenizer, build_unet
+from bundled.prior.weights import save_prior
 
 
 TINY_PIXEL = PriorArchitecture(resolution=32, text_width=32, text_layers=1, block_channels=(8, 16, 16, 16), attention_head_dim=8)

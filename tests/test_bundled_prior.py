@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bundled.evaluation.metrics import foreground_mask, mask_iou
+from bundled.evaluation.prior import PriorPrompt, ReferenceGrid, build_references, evaluate_prior, score_plain
+from bundled.prior.sampling import load_prior, sample_images
+from bundled.prior.weights import BUNDLED_PRIOR_DIR
 from framework.cameras.camera import CameraBatch
-from framework.evaluation.metrics import foreground_mask, mask_iou
-from framework.evaluation.prior import PriorPrompt, ReferenceGrid, build_references, evaluate_prior, score_plain
 from framework.guidance.pixel import PixelDiffusionGuidance
-from framework.prior.bundled import BUNDLED_PRIOR_DIR
-from framework.prior.sampling import load_prior, sample_images
 
 MAX_BYTES = 25 * 2**20
 # Regression floors under what the shipped weights measured on this slice (the sampler's

@@ -14,10 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from framework.cameras.camera import CameraBatch
-from framework.cameras.distribution import orbit_ring
-from framework.evaluation.asset import MeshAsset, load_asset, render_asset
-from framework.evaluation.metrics import (
+from bundled.evaluation.asset import MeshAsset, load_asset, render_asset
+from bundled.evaluation.metrics import (
     UNCLASSIFIED,
     classify_colour,
     color_error,
@@ -25,13 +23,15 @@ from framework.evaluation.metrics import (
     mask_iou,
     nearest_candidate,
 )
-from framework.evaluation.prior import ReferenceGrid, evaluate_prior
-from framework.evaluation.run import evaluate_run
-from framework.evaluation.views import evaluation_cameras
+from bundled.evaluation.prior import ReferenceGrid, evaluate_prior
+from bundled.evaluation.run import evaluate_run
+from bundled.evaluation.views import evaluation_cameras
+from bundled.prior.sampling import load_prior, sample_images
+from bundled.world.objects import OBJECTS, parse_prompt
+from bundled.world.render import object_mesh, render_object
+from framework.cameras.camera import CameraBatch
+from framework.cameras.distribution import orbit_ring
 from framework.export.mesh_io import Texture, load_mesh_zup, write_glb
-from framework.prior.sampling import load_prior, sample_images
-from framework.world.objects import OBJECTS, parse_prompt
-from framework.world.render import object_mesh, render_object
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 import trimesh
 
+from bundled.world.objects import OBJECTS
+from bundled.world.render import object_mesh
 from framework.cameras.camera import CameraBatch
 from framework.cameras.distribution import orbit_ring
 from framework.renderers.mesh_raster import MeshRasterizer, _find_plugin_after_build, _import_nvdiffrast, clip_positions
-from framework.world.objects import OBJECTS
-from framework.world.render import object_mesh
 
 RES = 32
 FOCAL = 32.0  # pixels: fovy = 2 atan(0.5) at 32 px

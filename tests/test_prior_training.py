@@ -13,9 +13,9 @@ from safetensors.torch import load_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import train_prior  # noqa: E402
 
+from bundled.prior.dataset import OBJECT_NAMES, RenderedSet, render_set  # noqa: E402
+from bundled.world.objects import OBJECTS  # noqa: E402
 from framework.guidance.prompts import VIEWS  # noqa: E402
-from framework.prior.dataset import OBJECT_NAMES, RenderedSet, render_set  # noqa: E402
-from framework.world.objects import OBJECTS  # noqa: E402
 
 
 @pytest.mark.slow

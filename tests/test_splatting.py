@@ -7,6 +7,7 @@ import pytest
 import torch
 from gsplat.strategy import DefaultStrategy
 
+import framework.renderers.splatting as splatting
 import framework.renderers.splatting_torch as splatting_torch
 from framework.cameras.camera import CameraBatch
 from framework.renderers.splatting import rasterize_gaussians
@@ -230,15 +231,54 @@ def test_default_strategy_densifies_from_torch_backend_info():
     assert optimizers["means"].state[params["means"]]["exp_avg"].shape == params["means"].shape
 
 
-def test_backend_selection_and_input_errors():
+class _CudaLooking(torch.Tensor):
+    """A CPU tensor that says it is on CUDA: `auto`'s dispatch without a GPU."""
+
+    @property
+    def is_cuda(self) -> bool:
+        return True
+
+
+def test_backend_selection_and_input_errors(monkeypatch):
+    """`auto` runs our torch rasterizer on CPU tensors and gsplat's kernels on CUDA ones, `torch`
+    always runs ours, `cuda` on CPU tensors is a one-line error; bad inputs fail before either."""
     scene = _scene(n=20)
     viewmats, Ks = _cameras()
     args = list(scene.values()) + [viewmats, Ks, WIDTH, HEIGHT]
-    auto = rasterize_gaussians(*args)[0]
-    torch.testing.assert_close(auto, rasterize_gaussians(*args, backend="torch")[0])
-    if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="backend=cuda"):
-            rasterize_gaussians(*args, backend="cuda")
+    calls = []
+
+    def recorder(name):
+        def record(*positional, **options):
+            calls.append((name, positional, options))
+            return name, None, {}
+
+        return record
+
+    monkeypatch.setattr(splatting, "rasterization", recorder("cuda"))
+    monkeypatch.setattr(splatting, "rasterize_gaussians_torch", recorder("torch"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine: the tensors decide
+    backgrounds = torch.rand(2, 3)
+    assert rasterize_gaussians(*args, tile_size=8, backgrounds=backgrounds, render_mode="RGB+ED")[0] == "torch"
+    [(name, positional, options)] = calls
+    assert name == "torch" and all(a is b for a, b in zip(positional, args, strict=True))
+    assert options["tile_size"] == 8 and options["backgrounds"] is backgrounds and options["render_mode"] == "RGB+ED"
+    assert rasterize_gaussians(*args, backend="torch")[0] == "torch"
+
+    cuda_looking = [scene["means"].as_subclass(_CudaLooking)] + args[1:]
+    calls.clear()
+    assert rasterize_gaussians(*cuda_looking, tile_size=8)[0] == "cuda"
+    assert rasterize_gaussians(*cuda_looking, backend="cuda")[0] == "cuda"
+    assert rasterize_gaussians(*cuda_looking, backend="torch")[0] == "torch"
+    assert [name for name, _, _ in calls] == ["cuda", "cuda", "torch"]
+    assert calls[0][2]["packed"] is False and calls[0][2]["rasterize_mode"] == "classic" and calls[0][2]["tile_size"] == 8
+
+    calls.clear()
+    for available, inputs in ((True, args), (False, args), (False, cuda_looking)):  # CPU tensors, or no CUDA
+        monkeypatch.setattr(torch.cuda, "is_available", lambda available=available: available)
+        with pytest.raises(ValueError, match="backend=cuda") as error:
+            rasterize_gaussians(*inputs, backend="cuda")
+        assert "\n" not in str(error.value) and "backend=torch" in str(error.value)
+    assert calls == []
     with pytest.raises(ValueError, match="backend must be one of"):
         rasterize_gaussians(*args, backend="metal")
     bad = {
@@ -259,6 +299,7 @@ def test_backend_selection_and_input_errors():
         rasterize_gaussians(*args[:4], torch.rand(20, 4, 3), *args[5:], sh_degree=2)
     with pytest.raises(ValueError, match="backgrounds"):
         rasterize_gaussians(*args, backgrounds=torch.rand(2, 4))
+    assert calls == []  # every bad input is caught here, before either backend runs
 
 
 @pytest.mark.gpu

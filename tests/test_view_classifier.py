@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bundled.evaluation.prior import ReferenceGrid, build_references, train_view_classifier
+from bundled.evaluation.view_classifier import FrontBackClassifier, augment, train_front_back_classifier
+from bundled.world.objects import OBJECTS
+from bundled.world.render import render_object
 from framework.cameras.camera import CameraBatch
-from framework.evaluation.prior import ReferenceGrid, build_references, train_view_classifier
-from framework.evaluation.view_classifier import FrontBackClassifier, augment, train_front_back_classifier
 from framework.guidance.prompts import VIEWS
-from framework.world.objects import OBJECTS
-from framework.world.render import render_object
 
 FRONT, BACK = VIEWS.index("front"), VIEWS.index("back")
 

@@ -79,7 +79,11 @@ def test_nerf_field_gradients_blob_and_normals():
     points = torch.tensor([[0.0, 0.0, 0.0], [0.9, 0.0, 0.0], [0.0, 0.3, 0.0]])
     density, albedo = field(points)
     assert density[0] > 5.0 > density[1]
-    assert albedo.min() >= 0 and albedo.max() <= 1
+    first, _, last = field.albedo_head  # albedo by hand: the albedo head (Linear, ReLU, Linear) on the point's features, then a sigmoid
+    features = field.encoding(points)
+    expected = torch.sigmoid(torch.relu(features @ first.weight.T + first.bias) @ last.weight.T + last.bias)
+    torch.testing.assert_close(albedo, expected)
+    assert (albedo[0] - albedo[1]).abs().max() > 1e-4 and (albedo[0] - albedo[2]).abs().max() > 1e-4  # it depends on the point
     normals = field.normals(points[1:], density[1:])
     assert normals[0, 0] > 0.9 and normals[1, 1] > 0.9  # the blob's normals point outwards
     density.sum().backward()
@@ -112,5 +116,23 @@ def test_materials_and_backgrounds():
     train_bg = random_bg(directions, True)
     assert not torch.allclose(train_bg[0], train_bg[1])
     torch.testing.assert_close(random_bg(directions, False), torch.ones(2, 4, 4, 3))
-    mlp = MLPBackground()(directions, True)
-    assert mlp.shape == (2, 4, 4, 3) and mlp.min() >= 0 and mlp.max() <= 1
+
+
+def test_mlp_background_is_a_learnable_function_of_the_direction():
+    """Same direction, same colour (in any image, training or not); other directions, other
+    colours; and the colour trains the MLP."""
+    torch.manual_seed(0)
+    background = MLPBackground()
+    directions = torch.nn.functional.normalize(torch.randn(2, 4, 4, 3), dim=-1)
+    directions[1, 0, 0] = directions[0, 2, 3]  # one direction seen in two images
+    colours = background(directions, True)
+    assert colours.shape == (2, 4, 4, 3)
+    assert torch.equal(background(directions, True), colours) and torch.equal(background(directions, False), colours)
+    torch.testing.assert_close(background(directions[1:], True), colours[1:])
+    torch.testing.assert_close(colours[1, 0, 0], colours[0, 2, 3])
+    pixels = colours.view(-1, 3)
+    gaps = (pixels[:, None] - pixels[None]).abs().amax(-1)  # between every two pixels
+    distinct = (directions.view(-1, 3)[:, None] != directions.view(-1, 3)[None]).any(-1)
+    assert distinct.sum() == 32 * 31 - 2 and (gaps[distinct] > 1e-4).all()
+    colours.square().sum().backward()
+    assert all(parameter.grad is not None and parameter.grad.abs().sum() > 0 for parameter in background.parameters())

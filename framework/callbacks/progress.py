@@ -13,5 +13,6 @@ class StageProgressBar(TQDMProgressBar):
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
         metrics["step"] = trainer.global_step
-        metrics["stage"] = getattr(pl_module, "stage", "main")
+        stage = getattr(pl_module, "stage", None)
+        metrics["stage"] = getattr(stage, "name", "main")
         return metrics

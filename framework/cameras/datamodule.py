@@ -1,5 +1,6 @@
 """The camera sampler as a LightningDataModule: random orbit batches for training, fixed orbits
-for validation grids and the test turntable."""
+for validation grids and the test turntable, each a `Batch` that carries the reference view of
+image-to-3D (`image=`) when there is one."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from framework.cameras.batch import Batch, ReferenceView
 from framework.cameras.camera import CameraBatch
 from framework.cameras.distribution import OrbitDistribution, orbit_ring
 from framework.schedules import Scalar, Schedule, as_scalar, value_at
@@ -28,10 +30,10 @@ class _RandomOrbitBatches(IterableDataset):
         self.rank = rank
         self.world_size = world_size
 
-    def __iter__(self) -> Iterator[CameraBatch]:
+    def __iter__(self) -> Iterator[Batch]:
         index = self.start_index
         while True:
-            yield self.module.training_batch(index, self.rank, self.world_size)
+            yield Batch(self.module.training_batch(index, self.rank, self.world_size), self.module.reference)
             index += 1
 
 
@@ -44,6 +46,13 @@ def _stepwise(value: object) -> Scalar:
 
 
 class OrbitCameraDataModule(pl.LightningDataModule):
+    """Args (besides the orbit distribution and the evaluation rings):
+    batch_size, resolution: of the training cameras (numbers or [[step, value], ...]).
+    image: the reference image of image-to-3D (RGBA, or RGB on white), or None.
+    reference_elevation_deg, reference_azimuth_deg, reference_distance, reference_fovy_deg,
+        reference_resolution: the camera the reference image is taken to be seen from.
+    """
+
     def __init__(
         self,
         distribution: OrbitDistribution,
@@ -56,6 +65,12 @@ class OrbitCameraDataModule(pl.LightningDataModule):
         eval_resolution: int = 64,
         n_validation_views: int = 4,
         n_turntable_frames: int = 60,
+        image: str | None = None,
+        reference_elevation_deg: float = 0.0,
+        reference_azimuth_deg: float = 0.0,
+        reference_distance: float = 2.8,
+        reference_fovy_deg: float = 42.0,
+        reference_resolution: int = 64,
     ) -> None:
         super().__init__()
         self.distribution = distribution
@@ -68,6 +83,16 @@ class OrbitCameraDataModule(pl.LightningDataModule):
         self.eval_resolution = eval_resolution
         self.n_validation_views = n_validation_views
         self.n_turntable_frames = n_turntable_frames
+        self.reference: ReferenceView | None = None
+        if image is not None:
+            camera = CameraBatch.from_orbit(
+                torch.tensor([float(reference_elevation_deg)]),
+                torch.tensor([float(reference_azimuth_deg)]),
+                torch.tensor([float(reference_distance)]),
+                torch.tensor([float(reference_fovy_deg)]),
+                reference_resolution,
+            )
+            self.reference = ReferenceView.from_file(image, camera)
 
     def training_batch(self, index: int, rank: int = 0, world_size: int = 1) -> CameraBatch:
         """The cameras of training step `index` on process `rank` of `world_size` (deterministic in
@@ -88,13 +113,19 @@ class OrbitCameraDataModule(pl.LightningDataModule):
         return DataLoader(_RandomOrbitBatches(self, start, rank, world_size), batch_size=None, collate_fn=_identity)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader([self._ring(self.n_validation_views)], batch_size=None, collate_fn=_identity)
+        return DataLoader([Batch(self._ring(self.n_validation_views), self.reference)], batch_size=None, collate_fn=_identity)
 
     def test_dataloader(self) -> DataLoader:
         ring = self._ring(self.n_turntable_frames)
-        chunks = [ring.subset(slice(i, i + 8)) for i in range(0, self.n_turntable_frames, 8)]
+        chunks = [Batch(ring.subset(slice(i, i + 8)), self.reference) for i in range(0, self.n_turntable_frames, 8)]
         return DataLoader(chunks, batch_size=None, collate_fn=_identity)
 
+    def predict_dataloader(self) -> DataLoader:
+        """Feed-forward methods: one batch holding the reference view."""
+        if self.reference is None:
+            raise ValueError("a feed-forward method reconstructs from an image: pass image=<file>")
+        return DataLoader([Batch(self.reference.cameras, self.reference)], batch_size=None, collate_fn=_identity)
 
-def _identity(batch: CameraBatch) -> CameraBatch:
+
+def _identity(batch: Batch) -> Batch:
     return batch

@@ -26,7 +26,7 @@ from torch import Tensor
 from framework.cameras.camera import CameraBatch
 from framework.export.mesh_io import Texture, write_glb, write_obj
 from framework.renderers.mesh_raster import MeshRasterizer, clip_positions, face_normals, vertex_normals
-from framework.world.render import brightness, light_directions
+from framework.representations.lights import CameraLight
 
 
 def unwrap_uv(vertices: Tensor, faces: Tensor, texture_size: int = 512, padding: int = 2) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -78,7 +78,7 @@ def bake_texture(
     min_cosine: float = 0.1,
     depth_tolerance: float = 0.01,
     rasterizer: MeshRasterizer | None = None,
-    delight: bool = False,
+    light: CameraLight | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Back-project views onto a UV-mapped mesh.
 
@@ -87,9 +87,9 @@ def bake_texture(
     camera by more than `min_cosine`, and is not hidden: its camera depth is at most
     `1 + depth_tolerance` times the depth the view's own rasterization sees at that pixel.
     Contributions are averaged with the cosine as weight, so grazing views count little; texels
-    no view sees take the colour of the nearest seen texel. With `delight`, each view's colour is
-    first divided by the brightness the world's camera light gives the texel in that view
-    (`framework.world.render`), so the texture holds albedo rather than the views' lighting.
+    no view sees take the colour of the nearest seen texel. Given the `light` the views were lit
+    by, each view's colour is first divided by the brightness that light gives the texel in that
+    view (smooth normals), so the texture holds albedo rather than the views' lighting.
 
     Args:
         vertices: [V, 3] world positions.
@@ -102,7 +102,7 @@ def bake_texture(
         min_cosine: least cosine between face normal and view direction a view needs.
         depth_tolerance: relative slack of the visibility test.
         rasterizer: the rasterizer to use; a default `MeshRasterizer()` if None.
-        delight: divide out the world's light (for views rendered under it).
+        light: the light the views were rendered under, divided out; None keeps their colours.
 
     Returns:
         texture: [T, T, 3] float in [0, 1], row 0 at the top.
@@ -123,7 +123,7 @@ def bake_texture(
     on_surface = texel_face >= 0
     points = rasterizer.interpolate(vertices, uv_rast, faces)[0][on_surface]  # [N, 3]
     normals = F.normalize(face_normals(vertices, faces), dim=-1)[texel_face[on_surface]]
-    if delight:
+    if light is not None:
         smooth_normals = F.normalize(rasterizer.interpolate(vertex_normals(vertices, faces), uv_rast, faces)[0][on_surface], dim=-1)
 
     # Views: the depth each camera sees, to tell visible texels from hidden ones.
@@ -148,8 +148,8 @@ def bake_texture(
         cosine = (normals * F.normalize(camera.position - points, dim=-1)).sum(-1)
         weight = torch.where(visible & (cosine > min_cosine), cosine, torch.zeros_like(cosine))
         colour = rasterizer.texture(images[b : b + 1].float(), image_uv[None, None], boundary_mode="clamp")[0, 0]
-        if delight:
-            colour = colour / brightness(smooth_normals, light_directions(camera))
+        if light is not None:
+            colour = colour / light.brightness(smooth_normals, light.directions(camera))
         colour_sum += weight[:, None] * colour
         weight_sum += weight
 

@@ -53,5 +53,5 @@ class LatentDiffusionGuidance(ScoreDistillation):
         images = (images * 0.5 + 0.5).clamp(0.0, 1.0)
         return F.interpolate(images, size=size, mode="bilinear", align_corners=False)
 
-    def model_output(self, noisy: Tensor, timesteps: Tensor, embeddings: Tensor) -> Tensor:
-        return self.unet(noisy.to(self.device), timesteps, encoder_hidden_states=embeddings).sample
+    def model_output(self, noisy: Tensor, timesteps: Tensor, conditioning: Tensor) -> Tensor:
+        return self.unet(noisy.to(self.device), timesteps, encoder_hidden_states=conditioning).sample

@@ -12,22 +12,22 @@ from torch import Tensor
 from transformers import AutoTokenizer, T5EncoderModel
 
 from framework.guidance.sds import ScoreDistillation, load_component
-from framework.prior.bundled import BUNDLED_PRIOR_DIR
 
 
 class PixelDiffusionGuidance(ScoreDistillation):
     """Args:
-        pretrained: hub id (e.g. "DeepFloyd/IF-I-XL-v1.0") or local folder; None = the bundled prior.
+        pretrained: hub id (e.g. "DeepFloyd/IF-I-XL-v1.0") or local folder (the bundled prior's
+            config names its folder).
         text_attention_mask: mask the padding when encoding text, as IF was trained; the bundled
             prior was trained without the mask, so its config turns it off (embeddings differ by
             up to 2.3 otherwise, and the guidance pushes colours the wrong way).
         **kwargs: see `ScoreDistillation`.
     """
 
-    def __init__(self, pretrained: str | None = None, text_attention_mask: bool = True, **kwargs: Any) -> None:
+    def __init__(self, pretrained: str, text_attention_mask: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.text_attention_mask = text_attention_mask
-        self.pretrained = str(pretrained or BUNDLED_PRIOR_DIR)
+        self.pretrained = str(pretrained)
         self.tokenizer = load_component(AutoTokenizer, self.pretrained, "tokenizer")
         self.text_encoder = load_component(T5EncoderModel, self.pretrained, "text_encoder")
         self.unet = load_component(UNet2DConditionModel, self.pretrained, "unet")
@@ -60,6 +60,6 @@ class PixelDiffusionGuidance(ScoreDistillation):
             images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
         return images
 
-    def model_output(self, noisy: Tensor, timesteps: Tensor, embeddings: Tensor) -> Tensor:
-        prediction = self.unet(noisy.to(self.device), timesteps, encoder_hidden_states=embeddings).sample
+    def model_output(self, noisy: Tensor, timesteps: Tensor, conditioning: Tensor) -> Tensor:
+        prediction = self.unet(noisy.to(self.device), timesteps, encoder_hidden_states=conditioning).sample
         return prediction[:, : noisy.shape[1]]  # IF also predicts a variance

@@ -1,11 +1,17 @@
 """Score distillation sampling (DreamFusion) over any diffusers noise-prediction model.
 
-The guidance sees rendered images and their cameras only. Subclasses say how images enter the
-model's space (pixels or VAE latents), how text is encoded and how noise is predicted; this class
-does the rest: view-dependent prompts, timestep schedule, classifier-free guidance, w(t), clipping.
+The guidance sees images (or model-space samples) and a `Condition` (text, cameras, optional
+reference view), never a representation or a renderer. Two steps are kept apart: `encode_images`
+takes images into the model's space (pixels or VAE latents), `estimate` is the SDS step on
+model-space samples, so a sample made another way (Fantasia3D's normal + mask latent) goes
+straight to `estimate`. Subclasses say how images are encoded, how the condition is encoded and
+how noise is predicted; this class does the rest: view-dependent prompts, timestep schedule,
+classifier-free guidance, w(t), clipping.
 
 It is deliberately not an `nn.Module` child of the system, so frozen diffusion weights never enter
-a checkpoint; its generator (timesteps and noise) is checkpointed through `state_dict`.
+a checkpoint; what may train (a LoRA, a camera embedding) it returns from `trainable_modules`, and
+the system registers, optimises and checkpoints exactly those. Its generator (timesteps and noise)
+is checkpointed by the system.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from framework.cameras.camera import CameraBatch
+from torch import nn
+
+from framework.guidance.condition import Condition
 from framework.guidance.cuda_graph import GraphedCall
 from framework.guidance.embedding_cache import DEFAULT_CACHE_DIR, EmbeddingCache
 from framework.guidance.prompts import VIEWS, ViewThresholds, view_dependent_prompt, view_index
@@ -71,10 +79,6 @@ class ScoreDistillation(ABC):
         seed: of the generator that draws timesteps and noise.
         cuda_graphs: on CUDA, replay the frozen model's forward as a CUDA graph (one per input
             shape); small models are launch-bound otherwise. No effect on the CPU.
-        world_light: the prior's images are lit like the bundled world (`framework.world.render`:
-            a light that follows the camera). Textured meshes made under it can then hold albedo
-            (DreamGaussian bakes and refines its texture under that light); with an unknown light
-            (photographs: hub models) a texture holds what the renders showed, lighting included.
     """
 
     def __init__(
@@ -91,7 +95,6 @@ class ScoreDistillation(ABC):
         embedding_cache_dir: str | None = str(DEFAULT_CACHE_DIR),
         seed: int = 0,
         cuda_graphs: bool = True,
-        world_light: bool = False,
     ) -> None:
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting={weighting!r}: expected one of {WEIGHTINGS}")
@@ -106,8 +109,7 @@ class ScoreDistillation(ABC):
         self.device = resolve_device(device)
         self.embedding_cache_dir = embedding_cache_dir
         self.generator = torch.Generator().manual_seed(seed)
-        self.world_light = world_light
-        self._embeddings: dict[str, Tensor] = {}
+        self._embeddings: dict[str, dict[str, Tensor]] = {}  # prompt -> view (and "base", "negative") -> [L, D]
         # Captures the weights where they are when first called: subclasses place them first.
         self._model_call = GraphedCall(self.model_output) if cuda_graphs else self.model_output
 
@@ -129,8 +131,14 @@ class ScoreDistillation(ABC):
         """Model-space samples -> images [B, 3, H, W] in [0, 1] at `size` (H, W)."""
 
     @abstractmethod
-    def model_output(self, noisy: Tensor, timesteps: Tensor, embeddings: Tensor) -> Tensor:
-        """The UNet's raw prediction for `noisy` samples, with as many channels as `noisy`."""
+    def model_output(self, noisy: Tensor, timesteps: Tensor, conditioning: Tensor) -> Tensor:
+        """The UNet's raw prediction for `noisy` samples, with as many channels as `noisy`;
+        `conditioning` is what `conditioning` returned, conditional and unconditional halves
+        stacked along the batch."""
+
+    def trainable_modules(self) -> dict[str, nn.Module]:
+        """Parts that train beside the 3D parameters (a LoRA, a camera embedding); none here."""
+        return {}
 
     @property
     def model_key(self) -> str:
@@ -142,36 +150,40 @@ class ScoreDistillation(ABC):
         """[T] the noise schedule's cumulative alphas (on CPU)."""
         return self.scheduler.alphas_cumprod.float()
 
-    def predict_noise(self, noisy: Tensor, timesteps: Tensor, embeddings: Tensor) -> Tensor:
+    def predict_noise(self, noisy: Tensor, timesteps: Tensor, conditioning: Tensor) -> Tensor:
         """Epsilon for `noisy` at `timesteps`, converting v-predictions."""
-        prediction = self._model_call(noisy, timesteps, embeddings)
+        prediction = self._model_call(noisy, timesteps, conditioning)
         if self.scheduler.config.prediction_type == "v_prediction":
             alpha_bar = self.alphas_cumprod[timesteps.cpu()].view(-1, 1, 1, 1).to(noisy)
             prediction = epsilon_from_v(prediction, noisy, alpha_bar)
         return prediction
 
+    # --- the condition ------------------------------------------------------------------------
+    def prompt_embeddings(self, prompt: str) -> dict[str, Tensor]:
+        """The prompt's embeddings, its view-dependent variants' and the negative prompt's,
+        encoded once per prompt (and cached on disk when `embedding_cache_dir` is set)."""
+        if prompt not in self._embeddings:
+            texts = {"base": prompt, "negative": self.negative_prompt}
+            texts.update({view: view_dependent_prompt(prompt, view) for view in VIEWS})
+            cache = EmbeddingCache(self.model_key, self.embedding_cache_dir)
+            self._embeddings[prompt] = dict(zip(texts, cache.get(list(texts.values()), self.encode_text)))
+        return self._embeddings[prompt]
+
+    def conditioning(self, condition: Condition) -> tuple[Tensor, Tensor]:
+        """(conditional, unconditional) model inputs, one per view of `condition`: the prompt's
+        text embeddings [B, L, D] (view-dependent when enabled) and the negative prompt's."""
+        if not condition.text or not condition.text.strip():
+            raise ValueError(f"{type(self).__name__} is a text-to-image prior: it needs prompt=\"...\" (got {condition.text!r})")
+        embeddings = self.prompt_embeddings(condition.text)
+        batch = condition.cameras.batch_size
+        if self.view_dependent:
+            views = view_index(condition.cameras.elevation_deg.cpu(), condition.cameras.azimuth_deg.cpu(), self.view_thresholds)
+            conditional = torch.stack([embeddings[VIEWS[i]] for i in views.tolist()])
+        else:
+            conditional = embeddings["base"].expand(batch, -1, -1)
+        return conditional, embeddings["negative"].expand(batch, -1, -1)
+
     # --- shared machinery ---------------------------------------------------------------------
-    def set_prompt(self, prompt: str, negative_prompt: str | None = None) -> None:
-        """Encode (and cache) the prompt, its view-dependent variants and the negative prompt."""
-        if not prompt or not prompt.strip():
-            raise ValueError(f"prompt={prompt!r} is empty: give the text to generate")
-        if negative_prompt is not None:
-            self.negative_prompt = negative_prompt
-        texts = {"base": prompt, "negative": self.negative_prompt}
-        texts.update({view: view_dependent_prompt(prompt, view) for view in VIEWS})
-        cache = EmbeddingCache(self.model_key, self.embedding_cache_dir)
-        embeddings = cache.get(list(texts.values()), self.encode_text)
-        self._embeddings = {name: e for name, e in zip(texts, embeddings)}
-
-    def conditional_embeddings(self, cameras: CameraBatch) -> Tensor:
-        """[B, L, D] the prompt per camera (view-dependent when enabled)."""
-        if not self._embeddings:
-            raise RuntimeError("call set_prompt(...) before using the guidance")
-        if not self.view_dependent:
-            return self._embeddings["base"].expand(cameras.batch_size, -1, -1)
-        views = view_index(cameras.elevation_deg.cpu(), cameras.azimuth_deg.cpu(), self.view_thresholds)
-        return torch.stack([self._embeddings[VIEWS[i]] for i in views.tolist()])
-
     def sample_timesteps(self, batch_size: int, step: int) -> Tensor:
         n_train = self.alphas_cumprod.shape[0]
         low = int(round(value_at(self.t_min, step) * n_train))
@@ -187,15 +199,13 @@ class ScoreDistillation(ABC):
             return torch.ones_like(alpha_bar)
         return alpha_bar.sqrt() * (1 - alpha_bar)
 
-    def guided_noise(self, noisy: Tensor, timesteps: Tensor, cameras: CameraBatch, guidance_scale: float | None = None) -> Tensor:
+    def guided_noise(self, noisy: Tensor, timesteps: Tensor, condition: Condition, guidance_scale: float | None = None) -> Tensor:
         """Classifier-free guided epsilon for `noisy` model-space samples (`guidance_scale`:
         None = the configured one)."""
-        batch = noisy.shape[0]
-        conditional = self.conditional_embeddings(cameras)
-        unconditional = self._embeddings["negative"].expand(batch, -1, -1)
-        embeddings = torch.cat([conditional, unconditional]).to(self.device, self.dtype)
+        conditional, unconditional = self.conditioning(condition)
+        conditioning = torch.cat([conditional, unconditional]).to(self.device, self.dtype)
         t = timesteps.to(self.device)
-        noise_pred = self.predict_noise(torch.cat([noisy, noisy]).to(self.dtype), torch.cat([t, t]), embeddings).float()
+        noise_pred = self.predict_noise(torch.cat([noisy, noisy]).to(self.dtype), torch.cat([t, t]), conditioning).float()
         cond, uncond = noise_pred.chunk(2)
         scale = self.guidance_scale if guidance_scale is None else guidance_scale
         return uncond + scale * (cond - uncond)
@@ -205,25 +215,23 @@ class ScoreDistillation(ABC):
         return torch.float16 if self.device.type == "cuda" else torch.float32
 
     @torch.no_grad()
-    def sds_gradient(self, x0: Tensor, timesteps: Tensor, noise: Tensor, cameras: CameraBatch) -> Tensor:
+    def sds_gradient(self, x0: Tensor, timesteps: Tensor, noise: Tensor, condition: Condition) -> Tensor:
         """w(t) (eps_hat - eps) for model-space samples `x0` noised with `noise` at `timesteps`:
         the SDS gradient before clipping (no autograd graph)."""
         alpha_bar = self.alphas_cumprod[timesteps].to(x0).view(-1, 1, 1, 1)
         noisy = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
-        noise_pred = self.guided_noise(noisy, timesteps, cameras).to(x0)
+        noise_pred = self.guided_noise(noisy, timesteps, condition).to(x0)
         return self.weights(timesteps).to(x0).view(-1, 1, 1, 1) * (noise_pred - noise)
 
-    def __call__(self, rgb: Tensor, cameras: CameraBatch, step: int) -> dict[str, Tensor]:
-        """SDS loss of renders `rgb` [B, H, W, 3] in [0, 1] seen from `cameras`.
+    def estimate(self, x0: Tensor, condition: Condition, step: int) -> dict[str, Tensor]:
+        """The SDS step on model-space samples `x0` [B, C, h, w] (with gradients).
 
-        Returns `loss_sds` (its gradient w.r.t. the model-space sample is w(t) (eps_hat - eps)),
-        plus `sds_grad_norm` and `timestep` for logging.
+        Returns `loss_sds` (its gradient w.r.t. `x0` is w(t) (eps_hat - eps)), plus
+        `sds_grad_norm` and `timestep` for logging.
         """
-        images = rgb.permute(0, 3, 1, 2)
-        x0 = self.encode_images(images)
         timesteps = self.sample_timesteps(x0.shape[0], step)
         noise = torch.randn(x0.shape, generator=self.generator).to(x0)
-        grad = torch.nan_to_num(self.sds_gradient(x0, timesteps, noise, cameras), nan=0.0, posinf=0.0, neginf=0.0)
+        grad = torch.nan_to_num(self.sds_gradient(x0, timesteps, noise, condition), nan=0.0, posinf=0.0, neginf=0.0)
         if self.grad_clip is not None:
             clip = value_at(self.grad_clip, step)
             grad = grad.clamp(-clip, clip)
@@ -235,41 +243,7 @@ class ScoreDistillation(ABC):
             "timestep": timesteps.float().mean(),
         }
 
-    @torch.no_grad()
-    def refine(self, rgb: Tensor, cameras: CameraBatch, strength: float, n_steps: int, guidance_scale: float | None = None) -> Tensor:
-        """Multi-step denoising of renders (DreamGaussian's stage 2 target): noise to
-        t = strength * T, then `n_steps` deterministic DDIM steps with classifier-free guidance and
-        the view-dependent prompt down to t = 0.
-
-        Args:
-            rgb: [B, H, W, 3] renders in [0, 1].
-            strength: in (0, 1]; how much of the image the prior may change.
-            n_steps: DDIM steps from t = strength * T to 0.
-            guidance_scale: classifier-free guidance of these steps (None: the SDS one).
-
-        Returns:
-            [B, H, W, 3] refined images in [0, 1] (no gradient), at the renders' resolution.
-        """
-        if not 0.0 < strength <= 1.0 or n_steps < 1:
-            raise ValueError(f"strength={strength} must be in (0, 1] and n_steps={n_steps} >= 1")
-        alphas = self.alphas_cumprod
-        t_start = max(1, int(round(strength * (alphas.shape[0] - 1))))
-        timesteps = torch.linspace(t_start, 0, n_steps + 1).round().long().unique_consecutive()
-        x0 = self.encode_images(rgb.permute(0, 3, 1, 2)).detach()
-        noise = torch.randn(x0.shape, generator=self.generator).to(x0)
-        sample = alphas[t_start].sqrt() * x0 + (1 - alphas[t_start]).sqrt() * noise
-        for t, t_next in zip(timesteps[:-1].tolist(), timesteps[1:].tolist()):
-            eps = self.guided_noise(sample, torch.full((x0.shape[0],), t), cameras, guidance_scale).to(x0)
-            a_t = alphas[t].to(x0)
-            predicted = (sample - (1 - a_t).sqrt() * eps) / a_t.sqrt()
-            if self.clip_denoised:
-                predicted = predicted.clamp(-1.0, 1.0)
-            a_next = alphas[t_next].to(x0) if t_next > 0 else torch.ones((), dtype=x0.dtype, device=x0.device)
-            sample = a_next.sqrt() * predicted + (1 - a_next).sqrt() * eps
-        return self.decode_samples(sample, tuple(rgb.shape[1:3])).permute(0, 2, 3, 1)
-
-    def state_dict(self) -> dict[str, Tensor]:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        self.generator.set_state(state["generator"])
+    def __call__(self, rgb: Tensor, condition: Condition, step: int) -> dict[str, Tensor]:
+        """SDS of images `rgb` [B, H, W, 3] in [0, 1] seen from `condition.cameras`: encode, then
+        `estimate`."""
+        return self.estimate(self.encode_images(rgb.permute(0, 3, 1, 2)), condition, step)

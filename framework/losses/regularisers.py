@@ -1,15 +1,18 @@
-"""Regularisers on a render dict. Each is a callable `render -> scalar`; the system weighs them
-with (scheduled) weights from the config."""
+"""Regularisers on a render dict. Each is a callable `(render, batch) -> scalar` (losses see the
+batch, hence the reference view of image-to-3D); the system weighs them with (scheduled) weights
+from the config."""
 
 from __future__ import annotations
 
 from torch import Tensor
 
+from framework.cameras.batch import Batch
+
 
 class OpacitySparsity:
     """Mean of sqrt(opacity^2 + 0.01): pushes pixels to empty unless the prior wants them."""
 
-    def __call__(self, render: dict[str, Tensor]) -> Tensor:
+    def __call__(self, render: dict[str, Tensor], batch: Batch) -> Tensor:
         return (render["opacity"] ** 2 + 0.01).sqrt().mean()
 
 
@@ -17,7 +20,7 @@ class Orientation:
     """Ref-NeRF's orientation loss: penalise visible normals that face away from the camera,
     sum_i w_i max(0, n_i . d)^2, averaged over rays."""
 
-    def __call__(self, render: dict[str, Tensor]) -> Tensor:
+    def __call__(self, render: dict[str, Tensor], batch: Batch) -> Tensor:
         if "sample_normals" not in render:
             raise KeyError("the orientation loss needs per-sample normals: use a material that shades with normals")
         facing_away = (render["sample_normals"] * render["sample_directions"]).sum(-1).clamp(min=0.0)
@@ -28,5 +31,5 @@ class Orientation:
 class DepthVariance:
     """Variance of the sample depths along each ray (weighted): favours crisp surfaces."""
 
-    def __call__(self, render: dict[str, Tensor]) -> Tensor:
+    def __call__(self, render: dict[str, Tensor], batch: Batch) -> Tensor:
         return render["z_variance"].mean()

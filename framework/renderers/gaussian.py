@@ -1,17 +1,33 @@
 """Render 3D Gaussians from a camera batch: gsplat on CUDA, our tile rasterizer on CPU.
 
-The renderer has the volume renderer's call signature, so the generation systems, validation
-grids and turntables treat both alike. Gaussians carry their colour directly (no shading).
+Every renderer takes (representation, material, background, cameras, shading, training), so the
+generation system, validation grids and turntables treat them alike. Gaussians carry their colour
+directly (no shading); their normals come from the rendered depth.
 """
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from framework.cameras.camera import CameraBatch
 from framework.renderers.splatting import rasterize_gaussians
 from framework.representations.gaussians import GaussianModel
 from framework.representations.materials import Shading
+
+
+def normals_from_depth(depth: Tensor, cameras: CameraBatch) -> Tensor:
+    """[B, H, W, 3] unit world normals of the surface a camera-z `depth` map [B, H, W, 1] shows
+    (central differences of the unprojected points), turned towards the camera."""
+    origins, directions = cameras.rays()
+    forward = -cameras.c2w[:, None, None, :3, 2]  # OpenGL: the camera looks down -z
+    points = origins + directions * depth / (directions * forward).sum(-1, keepdim=True)
+    padded = F.pad(points.permute(0, 3, 1, 2), (1, 1, 1, 1), mode="replicate").permute(0, 2, 3, 1)
+    along_x = padded[:, 1:-1, 2:] - padded[:, 1:-1, :-2]
+    along_y = padded[:, :-2, 1:-1] - padded[:, 2:, 1:-1]
+    normals = F.normalize(torch.cross(along_x, along_y, dim=-1), dim=-1)
+    return torch.where((normals * directions).sum(-1, keepdim=True) > 0, -normals, normals)
 
 
 class GaussianRenderer(nn.Module):
@@ -42,8 +58,9 @@ class GaussianRenderer(nn.Module):
         shading: Shading,
         training: bool,
     ) -> dict[str, Tensor]:
-        """rgb [B, H, W, 3] over the background, opacity and depth [B, H, W, 1], and `info`
-        (what gsplat's strategies read: means2d with its gradient, radii, sizes)."""
+        """rgb [B, H, W, 3] over the background, opacity and depth [B, H, W, 1], normal
+        [B, H, W, 3] (from the depth, zero where nothing is drawn), and `info` (what gsplat's
+        strategies read: means2d with its gradient, radii, sizes)."""
         colours, alphas, info = rasterize_gaussians(
             gaussians.means,
             gaussians.quats,
@@ -63,4 +80,6 @@ class GaussianRenderer(nn.Module):
         )
         _, directions = cameras.rays()
         rgb = colours[..., :3] + (1.0 - alphas) * background(directions, training)
-        return {"rgb": rgb, "opacity": alphas, "depth": colours[..., 3:4], "info": info}
+        depth = colours[..., 3:4]
+        normal = normals_from_depth(depth, cameras) * (alphas.detach() > 0.5)
+        return {"rgb": rgb, "opacity": alphas, "depth": depth, "normal": normal, "info": info}

@@ -28,7 +28,8 @@ def unit_sphere_interval(origins: Tensor, directions: Tensor, radius: float = 1.
 
 
 class VolumeRenderer(nn.Module):
-    """Renders `rgb`, `opacity`, `depth`, `normal` and `z_variance` maps, all [B, H, W, C].
+    """Renders `rgb`, `opacity`, `depth`, `normal`, `albedo` and `z_variance` maps, all
+    [B, H, W, C] (`normal` when the material shades with normals or in training).
 
     Args:
         n_samples: stratified samples per ray (training jitters them with the renderer's
@@ -77,8 +78,7 @@ class VolumeRenderer(nn.Module):
 
         density, albedo = field(kept_points)
         normals = field.normals(kept_points, density) if material.requires_normals or training else None
-        lights = shading.light_positions.repeat_interleave(H * W, dim=0)[ray_of_sample]
-        colours = material.shade(albedo, normals, kept_points, lights, shading)
+        colours = material.shade(albedo, normals, kept_points, directions[ray_of_sample], shading, torch.div(ray_of_sample, H * W, rounding_mode="floor"))
 
         sigmas = torch.zeros(n_rays * S, device=origins.device, dtype=density.dtype).index_put((keep.nonzero(as_tuple=True)[0],), density)
         weights, _, _ = render_weight_from_density(t_starts, t_ends, sigmas.view(n_rays, S))
@@ -99,6 +99,7 @@ class VolumeRenderer(nn.Module):
             "opacity": opacity,
             "depth": depth / opacity.clamp(min=1e-6),
             "z_variance": z_variance,
+            "albedo": composite(albedo),
         }
         if normals is not None:
             outputs["normal"] = composite(normals)

@@ -63,6 +63,17 @@ class TriplaneEncoding(nn.Module):
         self.bound = bound
         self.planes = nn.Parameter(torch.randn(3, channels, resolution, resolution) * init_std)
 
+    @classmethod
+    def from_planes(cls, planes: Tensor, combine: str = "concat", bound: float = 1.0) -> "TriplaneEncoding":
+        """An encoding holding `planes` [3, C, R, R] as they are (a feed-forward reconstructor's
+        triplane, LRM-style)."""
+        if planes.ndim != 4 or planes.shape[0] != 3 or planes.shape[2] != planes.shape[3]:
+            raise ValueError(f"TriplaneEncoding.from_planes: planes must be [3, C, R, R], got {tuple(planes.shape)}")
+        with torch.random.fork_rng(devices=[]):  # the placeholder's init must not move the global RNG
+            encoding = cls(resolution=1, channels=planes.shape[1], combine=combine, bound=bound)
+        encoding.planes = nn.Parameter(planes.detach().float().clone())
+        return encoding
+
     @property
     def out_dim(self) -> int:
         channels = self.planes.shape[1]

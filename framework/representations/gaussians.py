@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -241,6 +241,37 @@ class GaussianModel(nn.Module):
         model = cls(n_init=0, sh_degree=file_degree if sh_degree is None else sh_degree)
         model._set(_pad_sh(params, model.sh_degree, path))
         return model
+
+    @classmethod
+    def from_tensors(cls, params: Mapping[str, Tensor], sh_degree: int | None = None) -> GaussianModel:
+        """Gaussians holding `params` as they are (a feed-forward reconstructor's output).
+
+        Args:
+            params: "means" [N, 3], "scales" [N, 3] (log), "quats" [N, 4], "opacities" [N]
+                (logit), "sh0" [N, 1, 3] and optionally "shN" [N, K, 3] (zeros when absent).
+            sh_degree: None: the degree `shN` implies (0 without it).
+        """
+        missing = {"means", "scales", "quats", "opacities", "sh0"} - set(params)
+        if missing:
+            raise ValueError(f"GaussianModel.from_tensors: missing {sorted(missing)}")
+        n = params["means"].shape[0]
+        for key, value in params.items():
+            if value.shape[0] != n:
+                raise ValueError(f"GaussianModel.from_tensors: {key} has {value.shape[0]} rows, means has {n}")
+        degree = (math.isqrt(params["shN"].shape[1] + 1) - 1 if "shN" in params else 0) if sh_degree is None else sh_degree
+        model = cls(n_init=0, sh_degree=degree)
+        tensors = dict(params)
+        tensors.setdefault("shN", params["means"].new_zeros(n, num_sh_rest(degree), 3))
+        model._set(tensors)
+        return model
+
+    def shape_state(self) -> dict[str, int]:
+        """What `load_shape_state` needs to take this size (stored in checkpoints)."""
+        return {"n_gaussians": self.num_gaussians}
+
+    def load_shape_state(self, state: Mapping[str, int]) -> None:
+        """Resize to a checkpoint's count before its state dict is loaded."""
+        self.resize(int(state["n_gaussians"]))
 
     def _initialise(
         self,

@@ -1,7 +1,10 @@
 """Materials turn albedo and normals into colour; DreamFusion's shading augmentation lives here.
 
-In training, a material draws a `Shading` per step (mode and point light per image) from its own
-seeded generator; in evaluation it uses a fixed light beside the camera.
+In training, a material draws a `Shading` per step (mode and light per image) from its own seeded
+generator; in evaluation it uses a fixed light beside the camera. Every renderer calls
+`shade(albedo, normals, points, directions, shading, image_index)` on its samples (volume
+samples, mesh pixels): the view direction is there for specular materials, `image_index` picks
+each sample's per-image light.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from framework.cameras.camera import CameraBatch
+from framework.representations.lights import CameraLight
 
 SHADING_MODES = ("albedo", "lambertian", "textureless")
 
@@ -21,6 +25,7 @@ SHADING_MODES = ("albedo", "lambertian", "textureless")
 class Shading:
     mode: str
     light_positions: Tensor  # [B, 3] world positions of the point light per image
+    light_directions: Tensor | None = None  # [B, 3] unit directions of a directional light per image
 
 
 class DiffuseMaterial(nn.Module):
@@ -31,8 +36,37 @@ class DiffuseMaterial(nn.Module):
     def sample_shading(self, cameras: CameraBatch, training: bool) -> Shading:
         return Shading("albedo", cameras.position)
 
-    def shade(self, albedo: Tensor, normals: Tensor | None, points: Tensor, light_positions: Tensor, shading: Shading) -> Tensor:
+    def shade(self, albedo: Tensor, normals: Tensor | None, points: Tensor, directions: Tensor, shading: Shading, image_index: Tensor) -> Tensor:
         return albedo
+
+
+class LitMaterial(nn.Module):
+    """Albedo under a configured light (`framework.representations.lights`), shaded with the
+    renderer's normals; no light (`light=None`, a prior trained on photographs) shows the albedo
+    as it is. Deterministic: nothing is drawn.
+
+    Args:
+        light: e.g. `CameraLight()`, the bundled world's light; or None.
+    """
+
+    def __init__(self, light: CameraLight | None = None) -> None:
+        super().__init__()
+        self.light = light
+
+    @property
+    def requires_normals(self) -> bool:
+        return self.light is not None
+
+    def sample_shading(self, cameras: CameraBatch, training: bool) -> Shading:
+        if self.light is None:
+            return Shading("albedo", cameras.position)
+        return Shading("lit", cameras.position, self.light.directions(cameras))
+
+    def shade(self, albedo: Tensor, normals: Tensor | None, points: Tensor, directions: Tensor, shading: Shading, image_index: Tensor) -> Tensor:
+        if self.light is None:
+            return albedo
+        assert normals is not None and shading.light_directions is not None, "LitMaterial needs normals and the light's directions"
+        return (albedo * self.light.brightness(normals, shading.light_directions[image_index])).clamp(0.0, 1.0)
 
 
 class ShadingAugmentation(nn.Module):
@@ -80,11 +114,11 @@ class ShadingAugmentation(nn.Module):
         distance = low + (high - low) * torch.rand(batch, 1, generator=self.generator)
         return Shading(mode, (direction * distance).to(cameras.device))
 
-    def shade(self, albedo: Tensor, normals: Tensor | None, points: Tensor, light_positions: Tensor, shading: Shading) -> Tensor:
+    def shade(self, albedo: Tensor, normals: Tensor | None, points: Tensor, directions: Tensor, shading: Shading, image_index: Tensor) -> Tensor:
         if shading.mode == "albedo":
             return albedo
         assert normals is not None, "ShadingAugmentation needs normals for Lambertian shading"
-        light = F.normalize(light_positions - points, dim=-1)
+        light = F.normalize(shading.light_positions[image_index] - points, dim=-1)
         diffuse = (normals * light).sum(-1, keepdim=True).clamp(min=0.0)
         brightness = self.ambient + (1 - self.ambient) * diffuse
         base = torch.ones_like(albedo) if shading.mode == "textureless" else albedo

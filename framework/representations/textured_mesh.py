@@ -45,7 +45,7 @@ class TexturedMesh(nn.Module):
             optimize_vertices,
         )
 
-    def sizes(self) -> dict[str, object]:
+    def shape_state(self) -> dict[str, object]:
         """What `empty` needs to rebuild this mesh (stored in checkpoints)."""
         return {
             "n_vertices": self.vertices.shape[0],

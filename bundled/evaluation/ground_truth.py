@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from framework.utils.images import save_png
-from framework.evaluation.views import cameras_to_json, evaluation_cameras
+from bundled.evaluation.views import cameras_to_json, evaluation_cameras
+from bundled.world.objects import OBJECTS, parse_prompt
+from bundled.world.render import object_mesh, render_object
 from framework.export.mesh_io import write_obj
 from framework.utils.atomic import atomic_path
-from framework.world.objects import OBJECTS, parse_prompt
-from framework.world.render import object_mesh, render_object
+from framework.utils.images import save_png
 
 
 def write_ground_truth(

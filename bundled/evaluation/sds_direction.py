@@ -14,10 +14,10 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from bundled.world.objects import OBJECTS, parse_prompt
+from bundled.world.render import render_object
 from framework.cameras.distribution import OrbitDistribution
 from framework.guidance.sds import ScoreDistillation
-from framework.world.objects import OBJECTS, parse_prompt
-from framework.world.render import render_object
 
 
 @torch.no_grad()

@@ -11,7 +11,7 @@ from transformers import PreTrainedTokenizerFast, T5EncoderModel
 
 from framework.utils.atomic import atomic_directory
 
-BUNDLED_PRIOR_DIR = Path(__file__).resolve().parent / "bundled"
+BUNDLED_PRIOR_DIR = Path(__file__).resolve().parents[1] / "prior_weights"
 
 
 def save_prior(

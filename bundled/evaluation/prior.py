@@ -10,7 +10,7 @@ each colour from a grid of views covering the SDS camera distribution, at 32 px)
 - view (objects with a front only): a "..., front view" sample is classed as showing the front
   (azimuth within 45 degrees of 0) rather than the back (within 45 of 180), and vice versa for
   "back view", by a small CNN trained on the front and back references
-  (`framework.evaluation.view_classifier`, which says why not the nearest reference).
+  (`bundled.evaluation.view_classifier`, which says why not the nearest reference).
 
 Scored this way, ground-truth renders from random cameras of the SDS distribution reach about
 100 % colour, 95-97 % shape and 97 % view accuracy (the shipped judge: mug 100, house 100,
@@ -32,12 +32,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
+from bundled.evaluation.metrics import classify_colour, foreground_mask, mean_colour, nearest_candidate
+from bundled.evaluation.view_classifier import TRAIN_STEPS, FrontBackClassifier, train_front_back_classifier
+from bundled.world.objects import COLOURS, OBJECTS, caption
+from bundled.world.render import render_object
 from framework.cameras.camera import CameraBatch
-from framework.evaluation.metrics import classify_colour, foreground_mask, mean_colour, nearest_candidate
-from framework.evaluation.view_classifier import TRAIN_STEPS, FrontBackClassifier, train_front_back_classifier
 from framework.guidance.prompts import VIEWS, view_dependent_prompt
-from framework.world.objects import COLOURS, OBJECTS, caption
-from framework.world.render import render_object
 
 COMPARE_RESOLUTION = 32  # small shifts and noise matter less; a door or a nose still shows
 VIEW_HALF_WIDTH_DEG = 45.0  # the front/back sectors of `framework.guidance.prompts.ViewThresholds`

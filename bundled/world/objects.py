@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from framework.world import sdf
+from bundled.world import sdf
 
 SdfFn = Callable[[Tensor], Tensor]
 

@@ -10,13 +10,13 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor
 
+from bundled.evaluation.asset import load_asset, render_asset
+from bundled.evaluation.metrics import UNCLASSIFIED, classify_colour, color_error, mask_iou, mean_colour
+from bundled.evaluation.views import evaluation_cameras
+from bundled.world.objects import COLOURS, OBJECTS, parse_prompt
+from bundled.world.render import render_object
 from framework.cameras.camera import CameraBatch
-from framework.evaluation.asset import load_asset, render_asset
-from framework.evaluation.metrics import UNCLASSIFIED, classify_colour, color_error, mask_iou, mean_colour
-from framework.evaluation.views import evaluation_cameras
 from framework.utils.atomic import atomic_path
-from framework.world.objects import COLOURS, OBJECTS, parse_prompt
-from framework.world.render import render_object
 
 ASSET = Path("export") / "model.glb"
 CONFIG = Path(".hydra") / "config.yaml"

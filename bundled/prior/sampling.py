@@ -15,8 +15,8 @@ from torch import Tensor
 from tqdm import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, T5EncoderModel
 
-from framework.prior.bundled import BUNDLED_PRIOR_DIR
-from framework.prior.model import MAX_TOKENS
+from bundled.prior.model import MAX_TOKENS
+from bundled.prior.weights import BUNDLED_PRIOR_DIR
 
 SUBFOLDERS = ("unet", "text_encoder", "tokenizer", "scheduler")
 GUIDANCE_BELOW_T = 600  # the default guidance interval (see `sample_images`)
@@ -41,7 +41,7 @@ class LoadedPrior:
 
 
 def load_prior(folder: str | Path = BUNDLED_PRIOR_DIR, device: str | torch.device = "cpu") -> LoadedPrior:
-    """Load a prior saved in the IF stage-I folder layout (see `framework.prior.bundled`) onto `device`.
+    """Load a prior saved in the IF stage-I folder layout (see `bundled.prior.weights`) onto `device`.
 
     Raises:
         FileNotFoundError: naming the folder and the first missing subfolder.

@@ -1,5 +1,5 @@
 """A finished run's exported asset (`model.glb`), loaded into our world frame and rendered the way
-the ground truth is (`framework.world.render`: Lambertian under the camera-following light, white
+the ground truth is (`bundled.world.render`: Lambertian under the camera-following light, white
 background, 2x2 supersampled), so that differences measure the asset, not the renderer."""
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import trimesh
 from torch import Tensor
 from trimesh.visual import TextureVisuals
 
+from bundled.world.render import WORLD_LIGHT
 from framework.cameras.camera import CameraBatch
 from framework.export.mesh_io import load_mesh_zup
 from framework.renderers.mesh_raster import MeshRasterizer, clip_positions
-from framework.renderers.textured_mesh import world_lit
+from framework.renderers.textured_mesh import two_sided_normals
 
 
 @dataclass
@@ -82,7 +83,8 @@ def load_asset(path: str | Path) -> MeshAsset:
 def render_asset(asset: MeshAsset, cameras: CameraBatch, supersample: int = 2) -> tuple[Tensor, Tensor]:
     """Render like `render_object`: RGB [B, H, W, 3] in [0, 1] on white and coverage [B, H, W].
 
-    Shading is `world_lit`'s, the one stage 2 of DreamGaussian trains its texture under: two-sided,
+    Shading is the world's light (`WORLD_LIGHT`) on smooth vertex normals, the light stage 2 of
+    DreamGaussian trains its texture under with the bundled prior; two-sided (`two_sided_normals`),
     so inconsistent windings in generated meshes do not count as colour errors.
     """
     fine = cameras.to("cpu").with_resolution(cameras.height * supersample, cameras.width * supersample)
@@ -95,7 +97,9 @@ def render_asset(asset: MeshAsset, cameras: CameraBatch, supersample: int = 2) -
         albedo = rasterizer.texture(asset.texture[None], v_down, boundary_mode="clamp")
     else:
         albedo = rasterizer.interpolate(asset.colours, rast, asset.faces)
-    rgb = torch.where(covered[..., None], world_lit(albedo, asset.vertices, asset.faces, rast, fine, rasterizer), torch.ones_like(albedo))
+    normals = two_sided_normals(asset.vertices, asset.faces, rast, fine, rasterizer)
+    lit = (albedo * WORLD_LIGHT.brightness(normals, WORLD_LIGHT.directions(fine)[:, None, None, :])).clamp(0.0, 1.0)
+    rgb = torch.where(covered[..., None], lit, torch.ones_like(albedo))
     rgb = F.avg_pool2d(rgb.permute(0, 3, 1, 2), supersample).permute(0, 2, 3, 1)
     mask = F.avg_pool2d(covered[:, None].float(), supersample)[:, 0]
     return rgb, mask

@@ -11,8 +11,8 @@ from diffusers import DDPMScheduler, UNet2DConditionModel
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
 
+from bundled.world.objects import COLOURS, OBJECTS
 from framework.guidance.prompts import VIEWS
-from framework.world.objects import COLOURS, OBJECTS
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
 MAX_TOKENS = 12

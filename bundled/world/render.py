@@ -12,26 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from bundled.world.objects import ProceduralObject
 from framework.cameras.camera import CameraBatch
-from framework.world.objects import ProceduralObject
+from framework.representations.lights import CameraLight
 
-AMBIENT = 0.35
+WORLD_LIGHT = CameraLight()
+"""The world's light: follows the camera, raised and to its left, with an ambient share."""
 _MARCH_STEPS = 96
 _HIT_EPSILON = 1e-3
-
-
-def light_directions(cameras: CameraBatch) -> Tensor:
-    """[B, 3] unit directions towards the light: from the camera, raised and to its left."""
-    c2w = cameras.c2w
-    towards_camera = c2w[:, :3, 2]  # OpenGL: the camera looks down -z
-    up, right = c2w[:, :3, 1], c2w[:, :3, 0]
-    return F.normalize(towards_camera + 0.6 * up - 0.3 * right, dim=-1)
-
-
-def brightness(normals: Tensor, light: Tensor) -> Tensor:
-    """[..., 1] ambient plus Lambertian share of the world's light for unit `normals` and light
-    directions `light` (broadcastable [..., 3]): what an albedo is multiplied by."""
-    return AMBIENT + (1 - AMBIENT) * (normals * light).sum(-1, keepdim=True).clamp(min=0.0)
 
 
 def _sphere_trace(obj: ProceduralObject, origins: Tensor, directions: Tensor) -> tuple[Tensor, Tensor]:
@@ -77,8 +65,8 @@ def render_object(obj: ProceduralObject, colour: str, cameras: CameraBatch, supe
         _, part = obj.evaluate(points)
         albedo = obj.part_colours(colour).to(points)[part]
         normals = _normals(obj, points)
-        light = light_directions(fine).repeat_interleave(shape[1] * shape[2], dim=0)[index]
-        rgb[index] = (albedo * brightness(normals, light)).clamp(0.0, 1.0)
+        light = WORLD_LIGHT.directions(fine).repeat_interleave(shape[1] * shape[2], dim=0)[index]
+        rgb[index] = (albedo * WORLD_LIGHT.brightness(normals, light)).clamp(0.0, 1.0)
     rgb = rgb.view(*shape, 3)
     mask = hit.to(rgb.dtype).view(*shape)
     rgb = F.avg_pool2d(rgb.permute(0, 3, 1, 2), supersample).permute(0, 2, 3, 1)

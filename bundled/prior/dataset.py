@@ -11,11 +11,11 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from bundled.world.objects import COLOURS, OBJECTS, caption
+from bundled.world.render import render_object
 from framework.cameras.camera import CameraBatch
 from framework.cameras.distribution import OrbitDistribution
 from framework.guidance.prompts import VIEWS, view_dependent_prompt, view_index
-from framework.world.objects import COLOURS, OBJECTS, caption
-from framework.world.render import render_object
 
 COLOUR_NAMES = tuple(COLOURS)
 OBJECT_NAMES = tuple(OBJECTS)

@@ -1,0 +1,92 @@
+"""Exporters: each writes one representation of a finished system into the run's `export/`.
+
+An exporter is a callable `exporter(system) -> [paths written]`; it asks the system for its
+representation by name (`representation_named`, which runs a later stage's conversion when the
+run stopped before it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from framework.export.gaussian_ply import write_gaussian_ply
+from framework.export.marching_cubes import extract_mesh, remove_floaters
+from framework.export.mesh_io import write_glb, write_obj
+from framework.export.texture_bake import write_textured_mesh
+from framework.representations.lights import CameraLight
+
+
+class Exporter(Protocol):
+    def __call__(self, system: Any) -> list[Path]: ...
+
+
+class DensityMesh:
+    """Marching cubes on a field's density, coloured by its albedo at the vertices (`model.glb`,
+    `model.obj`). The field offers `density(points [N, 3]) -> [N]` and `forward(points) ->
+    (density [N], albedo [N, 3])`.
+
+    Args:
+        export_dir: the run's `export/` folder.
+        representation: the name of the field.
+        threshold: density level of the surface.
+        resolution: marching-cubes grid size over [-1, 1]^3.
+        min_component_fraction: drop floaters smaller than this fraction of the largest piece.
+    """
+
+    def __init__(self, export_dir: str | Path, representation: str = "main", threshold: float = 5.0, resolution: int = 128, min_component_fraction: float = 0.05) -> None:
+        self.export_dir = Path(export_dir)
+        self.representation = representation
+        self.threshold = threshold
+        self.resolution = resolution
+        self.min_component_fraction = min_component_fraction
+
+    @torch.no_grad()
+    def __call__(self, system: Any) -> list[Path]:
+        field = system.representation_named(self.representation)
+        vertices, faces = extract_mesh(field.density, self.threshold, self.resolution, device=system.device)
+        vertices, faces = remove_floaters(vertices, faces, self.min_component_fraction)
+        points = torch.from_numpy(vertices).to(system.device)
+        colours = np.clip(torch.cat([field(chunk)[1] for chunk in points.split(65536)]).cpu().numpy(), 0.0, 1.0)
+        glb, obj = self.export_dir / "model.glb", self.export_dir / "model.obj"
+        write_glb(glb, vertices, faces, vertex_colors=colours)
+        write_obj(obj, vertices, faces, vertex_colors=colours)
+        return [glb, obj]
+
+
+class GaussianPly:
+    """The Gaussians as `gaussians.ply` in the standard 3DGS layout."""
+
+    def __init__(self, export_dir: str | Path, representation: str = "main") -> None:
+        self.export_dir = Path(export_dir)
+        self.representation = representation
+
+    def __call__(self, system: Any) -> list[Path]:
+        path = self.export_dir / "gaussians.ply"
+        write_gaussian_ply(path, system.representation_named(self.representation))
+        return [path]
+
+
+class TexturedMeshFiles:
+    """A UV-textured mesh as `model.obj` (+ `.mtl` + texture PNG) and `model.glb`.
+
+    Args:
+        export_dir: the run's `export/` folder.
+        representation: the name of the `TexturedMesh`.
+        light: the light its texture was made under; None means the texture holds lit colours
+            (a prior with an unknown light), so the GLB is marked unlit for viewers.
+    """
+
+    def __init__(self, export_dir: str | Path, representation: str = "mesh", light: CameraLight | None = None) -> None:
+        self.export_dir = Path(export_dir)
+        self.representation = representation
+        self.light = light
+
+    @torch.no_grad()
+    def __call__(self, system: Any) -> list[Path]:
+        mesh = system.representation_named(self.representation)
+        paths = write_textured_mesh(self.export_dir, mesh.positions(), mesh.faces, mesh.uv, mesh.albedo(), unlit=self.light is None)
+        return list(paths.values())

@@ -1,0 +1,80 @@
+"""Guidance slots: a named guidance, what it looks at, and its weight.
+
+A method holds any number of slots (RichDreamer: a normal-depth prior and an albedo prior; GSGEN:
+a 2D prior on renders and a 3D prior on the Gaussians' positions). Each slot names its input: a
+render key (`rgb`, `normal`, `albedo`, `depth`, `opacity`; a list concatenates channels) or a
+representation tensor (`representation.means`). Its terms are logged under its name
+(`loss_<slot>_sds`) and weighted by its weight (number or schedule).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from framework.guidance.condition import Condition
+from framework.schedules import Scalar, as_scalar
+
+REPRESENTATION_PREFIX = "representation."
+SLOT_SETTINGS = ("weight", "input", "encoded", "estimator")
+
+Estimator = Callable[[Any, Tensor, Condition, int], dict[str, Tensor]]
+
+
+@dataclass
+class GuidanceSlot:
+    """Args:
+    name: the slot's name (`main` for `guidance=...`).
+    guidance: a guidance (`ScoreDistillation` or any callable `(inputs, condition, step) -> terms`).
+    input: a render key, a list of render keys, or `representation.<attribute>`.
+    weight: multiplies the slot's `loss_*` terms (number, Schedule or [[step, value], ...]).
+    encoded: the input already is a model-space sample (channels last): it skips
+        `encode_images` and goes straight to `guidance.estimate` (Fantasia3D's normal + mask
+        latent).
+    estimator: replaces the guidance's own step: `estimator(guidance, inputs, condition, step)`
+        (a stage can swap SDS for another target, e.g. DreamGaussian's denoised image).
+    """
+
+    name: str
+    guidance: Any
+    input: str | Sequence[str] = "rgb"
+    weight: Scalar = 1.0
+    encoded: bool = False
+    estimator: Estimator | None = None
+
+    def __post_init__(self) -> None:
+        self.weight = as_scalar(self.weight)
+        if not isinstance(self.input, str):
+            self.input = list(self.input)
+
+    def inputs(self, render: Mapping[str, Tensor], representation: nn.Module) -> Tensor:
+        """What the slot looks at, from this step's render or the active representation."""
+        if isinstance(self.input, str) and self.input.startswith(REPRESENTATION_PREFIX):
+            attribute = self.input[len(REPRESENTATION_PREFIX) :]
+            if not hasattr(representation, attribute):
+                raise ValueError(f"guidance slot {self.name!r}: input={self.input!r}, but {type(representation).__name__} has no {attribute!r}")
+            return getattr(representation, attribute)
+        keys = [self.input] if isinstance(self.input, str) else self.input
+        missing = [key for key in keys if key not in render]
+        if missing:
+            raise ValueError(f"guidance slot {self.name!r}: input {missing} is not rendered here; the renderer gives {sorted(k for k in render if k != 'info')}")
+        return render[keys[0]] if len(keys) == 1 else torch.cat([render[key] for key in keys], dim=-1)
+
+    def __call__(self, inputs: Tensor, condition: Condition, step: int) -> dict[str, Tensor]:
+        """The guidance's terms: `loss_*` (weighted into the total) and diagnostics."""
+        if self.estimator is not None:
+            return self.estimator(self.guidance, inputs, condition, step)
+        if self.encoded:
+            return self.guidance.estimate(inputs.permute(0, 3, 1, 2), condition, step)
+        return self.guidance(inputs, condition, step)
+
+
+def split_slot_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A slot's config node -> (the guidance's own arguments, the slot's settings). Keys that
+    describe the prior's data for other parts of the config (`image_light`) belong to neither."""
+    guidance = {key: value for key, value in config.items() if key not in (*SLOT_SETTINGS, "image_light")}
+    settings = {key: config[key] for key in SLOT_SETTINGS if key in config}
+    return guidance, settings
