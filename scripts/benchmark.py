@@ -100,13 +100,15 @@ def nerf(repeats: int, device: torch.device) -> list[Row]:
 
 
 def guidance(repeats: int, device: torch.device) -> list[Row]:
+    from bundled.prior.weights import BUNDLED_PRIOR_DIR
+    from framework.guidance.condition import Condition
     from framework.guidance.pixel import PixelDiffusionGuidance
 
-    sds = PixelDiffusionGuidance(None, embedding_cache_dir=None, device=device.type)
-    sds.set_prompt("a red cube")
+    sds = PixelDiffusionGuidance(str(BUNDLED_PRIOR_DIR), embedding_cache_dir=None, device=device.type)
     cameras = OrbitDistribution().sample(1, 64, torch.Generator().manual_seed(0)).to(device)
+    condition = Condition(cameras, text="a red cube")
     rgb = torch.rand(1, 64, 64, 3, device=device, requires_grad=True)
-    seconds, peak = measure(lambda: sds(rgb, cameras, 0)["loss_sds"].backward(), repeats, device)
+    seconds, peak = measure(lambda: sds(rgb, condition, 0)["loss_sds"].backward(), repeats, device)
     return [("SDS step, bundled prior (CFG, 64px)", seconds, f"{1 / seconds:.2f} it/s", peak)]
 
 

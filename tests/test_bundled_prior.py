@@ -3,6 +3,8 @@ right colours and shapes, and drives a free image to the prompted object under 2
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -11,7 +13,9 @@ from bundled.evaluation.prior import PriorPrompt, ReferenceGrid, build_reference
 from bundled.prior.sampling import load_prior, sample_images
 from bundled.prior.weights import BUNDLED_PRIOR_DIR
 from framework.cameras.camera import CameraBatch
+from framework.guidance.condition import Condition
 from framework.guidance.pixel import PixelDiffusionGuidance
+from tests.helpers import compose_config
 
 MAX_BYTES = 25 * 2**20
 # Regression floors under what the shipped weights measured on this slice (the sampler's
@@ -27,8 +31,9 @@ def test_bundled_prior_is_small_and_complete():
     assert sum(p.stat().st_size for p in files) <= MAX_BYTES
     names = {p.relative_to(BUNDLED_PRIOR_DIR).as_posix() for p in files}
     assert {"unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors", "scheduler/scheduler_config.json", "provenance.json"} <= names
-    guidance = PixelDiffusionGuidance(None, embedding_cache_dir=None, device="cpu")
-    assert guidance.resolution == 64 and guidance.pretrained == str(BUNDLED_PRIOR_DIR)
+    pretrained = compose_config([]).guidance.pretrained  # the default guidance loads the shipped weights
+    assert Path(pretrained).resolve() == BUNDLED_PRIOR_DIR
+    assert PixelDiffusionGuidance(pretrained, embedding_cache_dir=None, device="cpu").resolution == 64
 
 
 @pytest.mark.slow
@@ -45,13 +50,13 @@ def test_reduced_prior_evaluation_meets_its_floor():
 
 @pytest.mark.slow
 def test_2d_sds_turns_a_free_image_into_the_prompted_object():
-    guidance = PixelDiffusionGuidance(None, text_attention_mask=False, guidance_scale=SDS_SCALE, t_min=0.02, t_max=0.98, embedding_cache_dir=None, device="cpu", seed=0)
-    guidance.set_prompt("a red cube")
+    guidance = PixelDiffusionGuidance(str(BUNDLED_PRIOR_DIR), text_attention_mask=False, guidance_scale=SDS_SCALE, t_min=0.02, t_max=0.98, embedding_cache_dir=None, device="cpu", seed=0)
     camera = CameraBatch.from_orbit(torch.tensor([20.0]), torch.tensor([30.0]), torch.tensor([2.8]), torch.tensor([42.0]), 64)
+    condition = Condition(camera, text="a red cube")
     logits = torch.zeros(1, 64, 64, 3, requires_grad=True)
     optimizer = torch.optim.Adam([logits], lr=SDS_LR)
     for step in range(SDS_STEPS):
-        loss = guidance(torch.sigmoid(logits), camera, step)["loss_sds"]
+        loss = guidance(torch.sigmoid(logits), condition, step)["loss_sds"]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -55,13 +55,14 @@ def test_tiny_dreamgaussian_run_writes_every_output(tmp_path, tiny_pixel_prior):
     assert list((run_dir / "export").glob("*.png")), "the OBJ's texture image"
     state = load_checkpoint_file(run_dir / "ckpts/last.ckpt")
     assert state["global_step"] == 6 and state["stage"] == "texture"
-    assert state["state_dict"]["mesh.texture"].shape == (64, 64, 3)
+    assert state["state_dict"]["representations.mesh.texture"].shape == (64, 64, 3)
+    assert state["representation_shapes"]["mesh"]["texture_size"] == (64, 64)
     rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
     counts = [float(r["train/n_gaussians"]) for r in rows if r.get("train/n_gaussians")]
     assert counts and counts[-1] != 256, "densification changed the number of Gaussians"
-    assert any(r.get("train/loss_refine") for r in rows), "stage 2 ran"
+    assert any(r.get("train/loss_main_refine") for r in rows), "stage 2 ran"
     ply = PlyData.read(str(run_dir / "export/gaussians.ply"))
-    assert 0 < ply["vertex"].count <= state["n_gaussians"]
+    assert 0 < ply["vertex"].count <= state["representation_shapes"]["main"]["n_gaussians"]
 
 
 @pytest.mark.slow
@@ -72,7 +73,8 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, tiny_pixel_prior, stop_at
     resumed = _run(tmp_path / "stopped", tiny_pixel_prior, 4, 2, resume=tmp_path / "stopped/ckpts/last.ckpt")
     a = load_checkpoint_file(straight / "ckpts/last.ckpt")
     b = load_checkpoint_file(resumed / "ckpts/last.ckpt")
-    assert a["n_gaussians"] == b["n_gaussians"] and a["n_gaussians"] != 256
+    n_gaussians = a["representation_shapes"]["main"]["n_gaussians"]
+    assert b["representation_shapes"] == a["representation_shapes"] and n_gaussians != 256
     assert a["state_dict"].keys() == b["state_dict"].keys()
     for key in a["state_dict"]:
         torch.testing.assert_close(b["state_dict"][key], a["state_dict"][key], rtol=0, atol=0, msg=key)
@@ -102,5 +104,5 @@ def test_tiny_run_with_the_mcmc_strategy_on_cpu(tmp_path, tiny_pixel_prior):
     overrides = [o for o in tiny_gaussian_overrides(tmp_path, tiny_pixel_prior, 4, 1) if not o.startswith("densification.grow_grad2d")]
     run_dir = run(compose_config(["experiment=dreamgaussian", "prompt=a red cube", *overrides, "densification=mcmc", "densification.cap_max=320"]))
     state = load_checkpoint_file(run_dir / "ckpts/last.ckpt")
-    assert 256 < state["n_gaussians"] <= 320, "MCMC added Gaussians up to its cap"
+    assert 256 < state["representation_shapes"]["main"]["n_gaussians"] <= 320, "MCMC added Gaussians up to its cap"
     assert (run_dir / "export/gaussians.ply").is_file()

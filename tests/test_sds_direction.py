@@ -22,7 +22,8 @@ def _guidance(prior) -> PixelDiffusionGuidance:
 def test_an_oracle_that_denoises_to_the_prompted_object_points_straight_at_it(tiny_pixel_prior, monkeypatch, away, expected):
     guidance = _guidance(tiny_pixel_prior)
 
-    def oracle(noisy, timesteps, cameras):
+    def oracle(noisy, timesteps, condition, guidance_scale=None):
+        cameras = condition.cameras
         alpha_bar = guidance.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
         goal, source = (guidance.encode_images(render_object(OBJECTS[name], "yellow", cameras)[0].permute(0, 3, 1, 2)) for name in ("cone", "cylinder"))
         x0_hat = 2 * source - goal if away else goal

@@ -6,13 +6,15 @@ import pytest
 import torch
 import trimesh
 
+from bundled.evaluation.asset import MeshAsset, load_asset, render_asset
+from bundled.evaluation.metrics import color_error, mask_iou
+from bundled.world.render import WORLD_LIGHT
 from framework.cameras.camera import CameraBatch
 from framework.cameras.distribution import orbit_ring
-from framework.evaluation.asset import MeshAsset, load_asset, render_asset
-from framework.evaluation.metrics import color_error, mask_iou
 from framework.export.texture_bake import bake_texture, unwrap_uv, write_textured_mesh
 from framework.renderers.mesh_raster import MeshRasterizer, clip_positions
-from framework.renderers.textured_mesh import world_lit
+from framework.renderers.textured_mesh import two_sided_normals
+from framework.representations.lights import CameraLight
 
 SIDE_COLOURS = torch.tensor(
     [[0.9, 0.1, 0.1], [0.1, 0.8, 0.2], [0.1, 0.2, 0.9], [0.9, 0.8, 0.1], [0.8, 0.2, 0.8], [0.1, 0.8, 0.8]]
@@ -152,7 +154,6 @@ def test_textured_export_is_atomic(tmp_path, baked, monkeypatch):
     assert after["model.glb"] == before["model.glb"]
 
 
-
 def _world_lit_sphere_views(albedo: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, CameraBatch, torch.Tensor, torch.Tensor]:
     """A smooth sphere of one albedo rendered under the world's camera light from `_views`."""
     sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.6)
@@ -162,7 +163,9 @@ def _world_lit_sphere_views(albedo: torch.Tensor) -> tuple[torch.Tensor, torch.T
     rasterizer = MeshRasterizer("torch")
     rast = rasterizer.rasterize(clip_positions(vertices, cameras), faces, (cameras.height, cameras.width))
     covered = rast[..., 3] > 0
-    lit = world_lit(albedo.expand(*covered.shape, 3), vertices, faces, rast, cameras, rasterizer)
+    normals = two_sided_normals(vertices, faces, rast, cameras, rasterizer)
+    brightness = WORLD_LIGHT.brightness(normals, WORLD_LIGHT.directions(cameras)[:, None, None, :])
+    lit = (albedo.expand(*covered.shape, 3) * brightness).clamp(0, 1)
     return vertices, faces, cameras, torch.where(covered[..., None], lit, torch.ones_like(lit)), covered
 
 
@@ -170,8 +173,8 @@ def test_delit_bake_recovers_the_albedo_of_views_under_the_world_light():
     albedo = torch.tensor([0.9, 0.8, 0.2])
     vertices, faces, cameras, images, masks = _world_lit_sphere_views(albedo)
     new_vertices, new_faces, uv, _ = unwrap_uv(vertices, faces, texture_size=64)
-    delit, filled = bake_texture(new_vertices, new_faces, uv, cameras, images, masks, texture_size=64, delight=True)
-    plain, _ = bake_texture(new_vertices, new_faces, uv, cameras, images, masks, texture_size=64)
+    delit, filled = bake_texture(new_vertices, new_faces, uv, cameras, images, masks, texture_size=64, light=CameraLight())
+    plain, _ = bake_texture(new_vertices, new_faces, uv, cameras, images, masks, texture_size=64, light=None)
     assert filled.float().mean() > 0.3
     assert (delit[filled] - albedo).abs().mean() < 0.02
     # Without de-lighting the texture keeps the views' shading: darker than the albedo.

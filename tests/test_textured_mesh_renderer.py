@@ -1,17 +1,20 @@
-"""framework.renderers.textured_mesh: DreamGaussian's stage-2 renders, unlit and world-lit."""
+"""framework.renderers.textured_mesh: DreamGaussian's stage-2 renders, unlit and under the
+world's camera light (`LitMaterial(CameraLight())`)."""
 
 from __future__ import annotations
 
 import torch
 import trimesh
 
+from bundled.evaluation.metrics import color_error, mask_iou
+from bundled.world.objects import COLOURS, OBJECTS
+from bundled.world.render import render_object
 from framework.cameras.distribution import orbit_ring
-from framework.evaluation.metrics import color_error, mask_iou
 from framework.renderers.textured_mesh import TexturedMeshRenderer
 from framework.representations.background import SolidBackground
+from framework.representations.lights import CameraLight
+from framework.representations.materials import DiffuseMaterial, LitMaterial
 from framework.representations.textured_mesh import TexturedMesh
-from framework.world.objects import COLOURS, OBJECTS
-from framework.world.render import render_object
 
 
 def _sphere_of_one_colour(colour: tuple[float, float, float]) -> TexturedMesh:
@@ -23,18 +26,36 @@ def _sphere_of_one_colour(colour: tuple[float, float, float]) -> TexturedMesh:
     return TexturedMesh(vertices, torch.as_tensor(sphere.faces, dtype=torch.long), uv, texture, optimize_vertices=True)
 
 
+def _render(renderer, mesh, material, cameras):
+    return renderer(mesh, material, SolidBackground(), cameras, material.sample_shading(cameras, False), False)
+
+
 def test_lit_render_of_an_albedo_texture_matches_the_world_and_unlit_shows_the_texture():
     cameras = orbit_ring(4, 30.0, 2.8, 42.0, 64, start_azimuth_deg=10.0)
     mesh = _sphere_of_one_colour(COLOURS["yellow"])
     renderer = TexturedMeshRenderer("torch")
-    lit = renderer(mesh, SolidBackground(), cameras, training=False, lit=True)
+    lit = _render(renderer, mesh, LitMaterial(CameraLight()), cameras)
     true_rgb, true_mask = render_object(OBJECTS["sphere"], "yellow", cameras)
     mask = lit["opacity"][..., 0]
     assert (mask_iou(mask, true_mask) > 0.97).all()
     assert (color_error(lit["rgb"], true_rgb, mask, true_mask) < 0.02).all()
-    unlit = renderer(mesh, SolidBackground(), cameras, training=False)
     inside = mask > 0.99
-    assert torch.allclose(unlit["rgb"][inside], torch.tensor(COLOURS["yellow"]), atol=1e-5)
+    yellow = torch.tensor(COLOURS["yellow"])
+    # Unlit is the texture as it is, whether by a light-less LitMaterial or a DiffuseMaterial.
+    for unlit_material in (LitMaterial(None), DiffuseMaterial()):
+        unlit = _render(renderer, mesh, unlit_material, cameras)
+        assert torch.allclose(unlit["rgb"][inside], yellow, atol=1e-5)
+        torch.testing.assert_close(unlit["opacity"], lit["opacity"])
+    # The render dict of the one renderer interface: [B, H, W, C] maps; albedo is the texture
+    # (lit or not), normals are unit and face the camera where the mesh is drawn.
+    B, H, W = 4, 64, 64
+    assert lit["rgb"].shape == (B, H, W, 3) and lit["opacity"].shape == lit["depth"].shape == (B, H, W, 1)
+    assert lit["normal"].shape == lit["albedo"].shape == (B, H, W, 3)
+    assert torch.allclose(lit["albedo"][inside], yellow, atol=1e-5)
+    covered = lit["normal"].norm(dim=-1) > 0
+    assert torch.allclose(lit["normal"][covered].norm(dim=-1), torch.ones(()), atol=1e-4)
+    _, directions = cameras.rays()
+    assert ((lit["normal"] * directions).sum(-1)[inside] < 0).all()
     # Shading depends on the geometry: the lit render's gradient reaches the vertices.
     lit["rgb"].sum().backward()
     assert mesh.vertex_offsets.grad.abs().sum() > 0 and mesh.texture.grad.abs().sum() > 0

@@ -107,7 +107,9 @@ def test_materials_and_backgrounds():
     material = ShadingAugmentation(probabilities=(0.0, 0.0, 1.0), seed=2)
     shading = material.sample_shading(camera, True)
     assert shading.mode == "textureless"
-    colour = material.shade(torch.tensor([[1.0, 0.0, 0.0]]), torch.tensor([[1.0, 0.0, 0.0]]), torch.zeros(1, 3), torch.tensor([[3.0, 0.0, 0.0]]), shading)
+    shading.light_positions = torch.tensor([[3.0, 0.0, 0.0]])
+    directions = torch.tensor([[-1.0, 0.0, 0.0]])
+    colour = material.shade(torch.tensor([[1.0, 0.0, 0.0]]), torch.tensor([[1.0, 0.0, 0.0]]), torch.zeros(1, 3), directions, shading, torch.tensor([0]))
     torch.testing.assert_close(colour, torch.ones(1, 3))  # white, fully lit
     eval_shading = material.sample_shading(camera, False)
     assert eval_shading.mode == "lambertian"

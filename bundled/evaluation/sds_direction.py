@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from bundled.world.objects import OBJECTS, parse_prompt
 from bundled.world.render import render_object
 from framework.cameras.distribution import OrbitDistribution
+from framework.guidance.condition import Condition
 from framework.guidance.sds import ScoreDistillation
 
 
@@ -43,14 +44,14 @@ def sds_direction(
     cameras = OrbitDistribution().sample(n_views, resolution, generator)
     x0, goal = (guidance.encode_images(render_object(OBJECTS[name], colour, cameras)[0].permute(0, 3, 1, 2)) for name in (source, target))
     towards = (goal - x0).flatten(1)
-    guidance.set_prompt(prompt)
+    condition = Condition(cameras, text=prompt)
     n_train = guidance.alphas_cumprod.shape[0]
     cosines = []
     for fraction in timesteps:
         t = torch.full((n_views,), min(int(fraction * n_train), n_train - 1))
         total = 0.0
         for _ in range(n_noise):
-            step = -guidance.sds_gradient(x0, t, torch.randn(x0.shape, generator=generator), cameras)
+            step = -guidance.sds_gradient(x0, t, torch.randn(x0.shape, generator=generator), condition)
             total += F.cosine_similarity(step.flatten(1), towards).mean().item()
         cosines.append(total / n_noise)
     return cosines
