@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from framework.cameras.batch import Batch
 from framework.cameras.camera import CameraBatch, look_at, orbit_position
 from framework.cameras.datamodule import OrbitCameraDataModule
 from framework.cameras.distribution import OrbitDistribution, orbit_ring
@@ -97,7 +98,16 @@ def test_datamodule_batches_depend_only_on_index_and_follow_schedules():
     assert (first.batch_size, first.height) == (1, 32)
     late = module.training_batch(12)
     assert (late.batch_size, late.height) == (2, 64)
-    assert math.isclose(module.val_dataloader().dataset[0].batch_size, 4)
+    # Every loader yields `Batch`es: the cameras, and no reference view without `image=`.
+    validation = module.val_dataloader().dataset[0]
+    assert isinstance(validation, Batch) and validation.reference is None
+    assert math.isclose(validation.cameras.batch_size, 4)
+    training = next(iter(module.train_dataloader()))
+    assert isinstance(training, Batch) and training.reference is None
+    torch.testing.assert_close(training.cameras.c2w, module.training_batch(0).c2w)
+    turntable = list(module.test_dataloader())
+    assert all(isinstance(chunk, Batch) and chunk.reference is None for chunk in turntable)
+    assert sum(chunk.cameras.batch_size for chunk in turntable) == module.n_turntable_frames
 
 
 def test_cat_joins_batches_and_refuses_mixed_resolutions():

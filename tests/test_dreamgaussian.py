@@ -9,8 +9,18 @@ import pytest
 import torch
 from plyfile import PlyData
 
-from framework.launch import run
+from experiments.dreamgaussian import DenoisedTarget, denoise
+from framework.cameras.batch import Batch
+from framework.cameras.distribution import OrbitDistribution
+from framework.conversions.gaussians_to_mesh import GaussiansToTexturedMesh
+from framework.guidance.condition import Condition
+from framework.guidance.pixel import PixelDiffusionGuidance
+from framework.launch import build_system, run
 from framework.optimizers import OptimizerGroup
+from framework.representations.gaussians import GaussianModel
+from framework.representations.lights import CameraLight
+from framework.representations.materials import LitMaterial
+from framework.representations.textured_mesh import TexturedMesh
 from framework.utils.checkpoint_io import load_checkpoint_file
 from tests.helpers import compose_config, tiny_gaussian_overrides
 
@@ -28,6 +38,61 @@ def test_optimizer_group_steps_every_member_and_round_trips():
     torch.testing.assert_close(fresh.state[a]["exp_avg"], group.state[a]["exp_avg"])
     with pytest.raises(ValueError, match=r"\['a'\].*\['a', 'b'\]"):
         fresh.load_state_dict({"a": state["a"]})
+
+
+def test_denoised_target_fits_the_render_to_its_denoising(tiny_pixel_prior):
+    """The texture stage's slot estimator: MSE between the render and `denoise` of it (same
+    draws from the guidance's generator), with gradients to the render only."""
+    guidance = PixelDiffusionGuidance(str(tiny_pixel_prior), guidance_scale=5.0, embedding_cache_dir=None, device="cpu", seed=4)
+    condition = Condition(OrbitDistribution().sample(2, 32, torch.Generator().manual_seed(0)), text="a red cube")
+    rgb = torch.rand(2, 32, 32, 3, requires_grad=True)
+    estimator = DenoisedTarget(strength=[[0, 0.6], [10, 0.2]], n_steps=2, guidance_scale=1.5)
+    state = guidance.generator.get_state()
+    out = estimator(guidance, rgb, condition, step=10)
+    guidance.generator.set_state(state)
+    target = denoise(guidance, rgb.detach(), condition, strength=0.2, n_steps=2, guidance_scale=1.5)
+    assert set(out) == {"loss_refine", "refine_strength"}
+    assert out["refine_strength"].item() == pytest.approx(0.2)  # the schedule at step 10
+    torch.testing.assert_close(out["loss_refine"], torch.nn.functional.mse_loss(rgb.detach(), target))
+    out["loss_refine"].backward()
+    torch.testing.assert_close(rgb.grad, 2 * (rgb.detach() - target) / rgb.numel())
+
+
+def test_dreamgaussian_config_declares_two_stages_and_enters_the_texture_stage(tmp_path, tiny_pixel_prior):
+    """DreamGaussian is configs on the base system: stage "gaussians" (SDS, densified) then
+    "texture", entered by converting the Gaussians into a textured mesh baked under the prior's
+    light; the texture stage renders the mesh lit by that light and swaps SDS for the denoised
+    target."""
+    cfg = compose_config(["experiment=dreamgaussian", "prompt=a red cube", *tiny_gaussian_overrides(tmp_path, tiny_pixel_prior)])
+    system, datamodule = build_system(cfg, torch.device("cpu"))
+    assert [stage.name for stage in system.stages] == ["gaussians", "texture"]
+    gaussians_stage, texture_stage = system.stages
+    assert gaussians_stage.steps == 4 and gaussians_stage.densification is not None and gaussians_stage.convert is None
+    assert isinstance(texture_stage.convert, GaussiansToTexturedMesh) and texture_stage.convert.target == "mesh"
+    assert isinstance(texture_stage.convert.light, CameraLight)
+    estimator = texture_stage.slots["main"]["estimator"]
+    assert isinstance(estimator, DenoisedTarget) and estimator.n_steps == 2
+    assert isinstance(system.materials["mesh"], LitMaterial) and isinstance(system.materials["mesh"].light, CameraLight)
+    assert system.stage.name == "gaussians" and isinstance(system.representation, GaussianModel)
+    assert set(system.representations) == {"main"}
+    assert system.stage_index_at(3) == 0 and system.stage_index_at(4) == 1
+
+    system.enter_stage(1)
+    assert system.stage.name == "texture"
+    mesh = system.representations["mesh"]
+    assert isinstance(mesh, TexturedMesh) and system.representation is mesh
+    assert mesh.texture.shape == (64, 64, 3) and mesh.faces.shape[0] > 0
+    assert isinstance(system.representations["main"], GaussianModel)  # the Gaussians are kept
+    assert {name for name, _ in system.trainable_parameters()} >= {"representation.texture"}
+    assert not any(name.startswith("representation.params") for name, _ in system.trainable_parameters())
+    batch = Batch(datamodule.training_batch(4))
+    render = system.render(batch.cameras, training=True)
+    assert {"rgb", "opacity", "depth", "normal", "albedo"} <= set(render)
+    assert render["rgb"].shape == (2, batch.cameras.height, batch.cameras.width, 3)
+    losses = system.compute_losses(render, batch, step=4)
+    assert "loss_main_refine" in losses and "main_refine_strength" in losses and "loss_main_sds" not in losses
+    losses["loss"].backward()
+    assert mesh.texture.grad is not None and mesh.texture.grad.abs().sum() > 0
 
 
 def _run(run_dir, prior, gaussian_steps, texture_steps, max_steps=None, resume=None):
@@ -57,6 +122,7 @@ def test_tiny_dreamgaussian_run_writes_every_output(tmp_path, tiny_pixel_prior):
     assert state["global_step"] == 6 and state["stage"] == "texture"
     assert state["state_dict"]["representations.mesh.texture"].shape == (64, 64, 3)
     assert state["representation_shapes"]["mesh"]["texture_size"] == (64, 64)
+    assert set(state["densification"]) == {"gaussians"} and "guidance.main" in state["generators"]
     rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
     counts = [float(r["train/n_gaussians"]) for r in rows if r.get("train/n_gaussians")]
     assert counts and counts[-1] != 256, "densification changed the number of Gaussians"
@@ -75,7 +141,9 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, tiny_pixel_prior, stop_at
     b = load_checkpoint_file(resumed / "ckpts/last.ckpt")
     n_gaussians = a["representation_shapes"]["main"]["n_gaussians"]
     assert b["representation_shapes"] == a["representation_shapes"] and n_gaussians != 256
+    assert a["stage"] == b["stage"] == "texture"
     assert a["state_dict"].keys() == b["state_dict"].keys()
+    assert {"representations.main.params.means", "representations.mesh.texture"} <= set(a["state_dict"])
     for key in a["state_dict"]:
         torch.testing.assert_close(b["state_dict"][key], a["state_dict"][key], rtol=0, atol=0, msg=key)
 

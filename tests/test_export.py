@@ -11,7 +11,10 @@ import trimesh
 
 from framework.export.axes import Z_UP_TO_Y_UP, yup_to_zup, zup_to_yup
 from framework.export.marching_cubes import decimate, extract_mesh, mesh_from_grid, remove_floaters, sample_grid
+from framework.export.exporters import TexturedMeshFiles
 from framework.export.mesh_io import Texture, load_mesh_zup, write_glb, write_obj
+from framework.representations.lights import CameraLight
+from framework.representations.textured_mesh import TexturedMesh
 
 RADIUS = 0.5
 RESOLUTION = 40
@@ -177,6 +180,29 @@ def test_glb_marks_lit_colours_unlit_only_when_asked(tmp_path, coloured_mesh, ve
     assert "KHR_materials_unlit" in unlit["extensionsUsed"]
     assert unlit["materials"] and all("KHR_materials_unlit" in m["extensions"] for m in unlit["materials"])
     load_mesh_zup(tmp_path / "unlit.glb")  # still a file trimesh reads
+
+
+@pytest.mark.parametrize("light", [None, CameraLight()], ids=["no-light", "camera-light"])
+def test_textured_mesh_exporter_marks_the_glb_unlit_without_a_light(tmp_path, coloured_mesh, light):
+    """The exporter asks the system for its representation by name; a texture made under no known
+    light holds lit colours, so its GLB is marked unlit (what `light` replaced of the old
+    world-light flag)."""
+    vertices, faces, _ = coloured_mesh
+    uv = torch.rand(len(vertices), 2, generator=torch.Generator().manual_seed(0))
+    mesh = TexturedMesh(torch.as_tensor(vertices), torch.as_tensor(faces), uv, torch.rand(8, 8, 3))
+    asked = []
+
+    class System:
+        def representation_named(self, name):
+            asked.append(name)
+            return mesh
+
+    paths = TexturedMeshFiles(tmp_path, representation="textured", light=light)(System())
+    assert asked == ["textured"]
+    assert sorted(p.name for p in paths) == ["model.glb", "model.mtl", "model.obj", "model_albedo.png"]
+    unlit = "KHR_materials_unlit" in _glb_json(tmp_path / "model.glb").get("extensionsUsed", [])
+    assert unlit == (light is None)
+    np.testing.assert_allclose(load_mesh_zup(tmp_path / "model.glb").vertices, vertices, atol=1e-5)
 
 
 @pytest.mark.parametrize("writer, name", [(write_glb, "model.glb"), (write_obj, "model.obj")])

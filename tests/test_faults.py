@@ -18,7 +18,6 @@ from typing import Any, Callable, Iterator
 import pytest
 import torch
 
-from experiments.dreamgaussian import DreamGaussianSystem
 from framework.launch import error_line, resolve_resume, run
 from framework.system import GenerationSystem
 from framework.utils.checkpoint_io import load_checkpoint_file
@@ -95,7 +94,7 @@ def _ckpt(run_dir: Path, step: int) -> dict:
 def _trained(state_dict: dict) -> dict:
     """The trained weights: without the renderer's occupancy grid, which the renderer refreshes
     from the density on its own schedule whether or not a step was skipped."""
-    return {key: value for key, value in state_dict.items() if not key.startswith("renderer.")}
+    return {key: value for key, value in state_dict.items() if not key.startswith("renderers.")}
 
 
 def _moments(state: Any) -> Any:
@@ -281,7 +280,7 @@ def test_dreamfusion_skips_nan_steps_and_stops_after_max_bad_steps(tmp_path, tin
     # Skipped steps change neither the parameters nor Adam's moments or step count.
     _assert_identical(_trained(_ckpt(tmp_path, 4)["state_dict"]), _trained(_ckpt(tmp_path, 2)["state_dict"]), "state_dict 2 -> 4")
     _assert_identical(_moments(_ckpt(tmp_path, 4)["optimizer_states"]), _moments(_ckpt(tmp_path, 2)["optimizer_states"]), "optimizer 2 -> 4")
-    assert not torch.equal(_ckpt(tmp_path, 5)["state_dict"]["representation.encoding.planes"], _ckpt(tmp_path, 4)["state_dict"]["representation.encoding.planes"])
+    assert not torch.equal(_ckpt(tmp_path, 5)["state_dict"]["representations.main.encoding.planes"], _ckpt(tmp_path, 4)["state_dict"]["representations.main.encoding.planes"])
     # The last checkpoint, written during the streak, holds the last good weights (after step 5).
     last = load_checkpoint_file(tmp_path / "ckpts" / "last.ckpt")
     assert last["global_step"] == 8 and last["nonfinite"] == {"skipped_steps": 4, "consecutive": 2}
@@ -295,16 +294,16 @@ def test_dreamfusion_skips_nan_steps_and_stops_after_max_bad_steps(tmp_path, tin
 def test_dreamgaussian_skips_nan_steps_in_both_stages_and_stops_after_max_bad_steps(tmp_path, tiny_pixel_prior, monkeypatch):
     """Gaussians stage: step 1 NaN loss, step 2 NaN gradients (a densification step: skipped too);
     texture stage (from step 4): bad from step 5 on, so with max_bad_steps=3 it stops at step 7."""
-    _inject_nan(monkeypatch, DreamGaussianSystem, nan_loss={1}, nan_grad={2}, from_step=5)
+    _inject_nan(monkeypatch, GenerationSystem, nan_loss={1}, nan_grad={2}, from_step=5)
     overrides = tiny_gaussian_overrides(tmp_path, tiny_pixel_prior, gaussian_steps=4, texture_steps=4) + ["max_bad_steps=3"]
     with pytest.raises(NonFiniteStepError, match=r"^step 7: .*3 consecutive steps \(max_bad_steps=3\)"):
         run(compose_config(["experiment=dreamgaussian", "prompt=a red cube", *overrides]))
     before, after = _ckpt(tmp_path, 1), _ckpt(tmp_path, 3)
-    assert before["n_gaussians"] == after["n_gaussians"]
+    assert before["representation_shapes"] == after["representation_shapes"]
     _assert_identical(after["state_dict"], before["state_dict"], "state_dict 1 -> 3")
     _assert_identical(_moments(after["optimizer_states"]), _moments(before["optimizer_states"]), "optimizer 1 -> 3")
-    _assert_identical(after["strategy_state"], before["strategy_state"], "strategy 1 -> 3")
-    assert not torch.equal(_ckpt(tmp_path, 4)["state_dict"]["representation.params.means"], after["state_dict"]["representation.params.means"])
+    _assert_identical(after["densification"], before["densification"], "strategy 1 -> 3")
+    assert not torch.equal(_ckpt(tmp_path, 4)["state_dict"]["representations.main.params.means"], after["state_dict"]["representations.main.params.means"])
     texture_before, last = _ckpt(tmp_path, 5), load_checkpoint_file(tmp_path / "ckpts" / "last.ckpt")
     assert texture_before["stage"] == last["stage"] == "texture" and last["global_step"] == 7
     _assert_identical(last["state_dict"], texture_before["state_dict"], "texture 5 -> last")
@@ -315,9 +314,9 @@ def test_dreamgaussian_skips_nan_steps_in_both_stages_and_stops_after_max_bad_st
 
 @pytest.mark.slow
 def test_a_nan_streak_stops_the_cli_run_with_one_line(tmp_path, tiny_pixel_prior):
-    """A NaN loss weight makes every step bad: exit 1, the one line, the record says so."""
+    """A NaN guidance weight makes every step bad: exit 1, the one line, the record says so."""
     run_dir = tmp_path / "run"
-    arguments = _dreamfusion_command(tiny_pixel_prior) + ["loss.weights.sds=nan", "max_bad_steps=2", f"hydra.run.dir={run_dir}"]
+    arguments = _dreamfusion_command(tiny_pixel_prior) + ["guidance.weight=nan", "max_bad_steps=2", f"hydra.run.dir={run_dir}"]
     result = _finish(_start(arguments, tmp_path))
     assert result.returncode == 1, result.stderr[-3000:]
     line = "error: step 1: the loss or its gradients were NaN/Inf for 2 consecutive steps (max_bad_steps=2); stopped, the last checkpoint holds the last good weights"

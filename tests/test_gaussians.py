@@ -209,10 +209,13 @@ def test_density_grid_axis_order_and_empty_model():
 
 
 def test_resize_then_load_state_dict():
+    """A checkpoint records each representation's `shape_state`; loading takes that size first
+    (`load_shape_state`, a resize), then the state dict."""
     trained = random_model(123, sh_degree=1)
     state = trained.state_dict()
+    assert trained.shape_state() == {"n_gaussians": 123}
     fresh = GaussianModel(n_init=7, sh_degree=1, seed=5)
-    fresh.resize(len(state["params.means"]))
+    fresh.load_shape_state(trained.shape_state())
     assert fresh.num_gaussians == 123 and fresh.params["shN"].shape == (123, 3, 3)
     assert all(p.requires_grad for p in fresh.parameters())
     fresh.load_state_dict(state)

@@ -133,6 +133,8 @@ def test_embedding_cache_round_trips_and_is_keyed_by_model(tmp_path):
 
 
 def test_bad_inputs_are_named(tiny_pixel_prior, tiny_latent_prior, tmp_path):
+    with pytest.raises(TypeError, match="pretrained"):
+        PixelDiffusionGuidance(device="cpu")  # no implicit default model: configs name the folder
     with pytest.raises(FileNotFoundError, match="incomplete.*'tokenizer'"):
         (tmp_path / "incomplete").mkdir()
         PixelDiffusionGuidance(str(tmp_path / "incomplete"), device="cpu")

@@ -133,7 +133,7 @@ def test_sequential_sweep_gives_every_job_its_run_dir_record_wandb_run_and_a_rep
     rows = _summary_rows(sweep_dir)
     assert list(rows) == expected
     for row in rows.values():
-        assert row["status"] == "completed" and row["final_step"] == "4" and float(row["train/loss_sds"]) > 0
+        assert row["status"] == "completed" and row["final_step"] == "4" and float(row["train/loss_main_sds"]) > 0
         assert "guidance.guidance_scale=" in row["sweep_values"] and "trainer.max_steps" not in row["sweep_values"]
     gallery = _parse_gallery((sweep_dir / "index.html").read_text())
     assert len(gallery.rows) == 4 and len(gallery.videos) == 4 and len(gallery.images) == 4

@@ -6,7 +6,7 @@ import csv
 
 import pytest
 import torch
-from omegaconf import OmegaConf
+from hydra.utils import instantiate
 
 from framework.launch import build_system, run
 from framework.utils.checkpoint_io import load_checkpoint_file
@@ -14,11 +14,17 @@ from tests.helpers import EXPERIMENTS, compose_config, tiny_overrides
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_composes(experiment, tmp_path):
-    cfg = compose_config([f"experiment={experiment}", "prompt=a red cube", f"run_dir={tmp_path}"])
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    assert resolved["system"]["_target_"] and resolved["trainer"]["max_steps"] > 0
-    assert resolved["system"]["save_dir"] == f"{tmp_path}/save"
+def test_every_experiment_composes_and_builds(experiment, tmp_path, tiny_pixel_prior):
+    """Every `_target_` of the composed config is instantiated: the system with its stages,
+    slots, conversions and losses, the camera datamodule, every callback and logger."""
+    cfg = compose_config([f"experiment={experiment}", "prompt=a red cube", f"run_dir={tmp_path}", f"guidance.pretrained={tiny_pixel_prior}", "guidance.embedding_cache_dir=null", "logger=csv"])
+    system, datamodule = build_system(cfg, torch.device("cpu"))
+    assert sum(stage.steps for stage in system.stages[:-1]) < cfg.trainer.max_steps
+    assert system.save_dir == tmp_path / "save" and set(system.slots) == {"main"}
+    assert isinstance(datamodule.training_batch(0).c2w, torch.Tensor)
+    for name, node in {**cfg.callbacks, **cfg.logger}.items():
+        assert instantiate(node) is not None, name
+    assert instantiate(cfg.trainer, logger=False).max_steps == cfg.trainer.max_steps
 
 
 @pytest.mark.slow
@@ -28,11 +34,12 @@ def test_tiny_dreamfusion_run_writes_every_output(tmp_path, tiny_pixel_prior):
     for relative in ("ckpts/last.ckpt", "save/turntable.mp4", "save/val_step000002.png", "export/model.glb", "export/model.obj", "metrics.csv"):
         assert (run_dir / relative).is_file(), relative
     rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
-    assert any(row.get("train/loss_sds") for row in rows)
+    assert any(row.get("train/loss_main_sds") for row in rows)
     state = load_checkpoint_file(run_dir / "ckpts/last.ckpt")
     assert state["global_step"] == 4
     assert not any(key.startswith("guidance") for key in state["state_dict"])  # frozen prior stays out
-    assert {"guidance", "material", "renderer"} <= set(state["generators"])
+    assert {"guidance.main", "materials.main", "renderers.main"} <= set(state["generators"])
+    assert state["stage"] == "main"
 
 
 @pytest.mark.slow
@@ -63,19 +70,22 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, tiny_pixel_prior):
         torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=key)
     # The run really moved: the parameters differ from a 2-step run.
     two_steps = final_parameters(tmp_path / "short", 2)
-    assert not torch.equal(two_steps["representation.encoding.planes"], straight["representation.encoding.planes"])
+    assert not torch.equal(two_steps["representations.main.encoding.planes"], straight["representations.main.encoding.planes"])
 
 
 @pytest.mark.slow
-def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path, tiny_pixel_prior):
+def test_init_from_starts_a_new_run_where_another_run_stopped(tmp_path, tiny_pixel_prior):
+    """init_from= continues another run's checkpoint (weights, stage, step, optimisers) in a new
+    run directory with this run's settings: the same parameters as running on in the first run."""
     first = run(compose_config(["experiment=dreamfusion", "prompt=a red cube", *tiny_overrides(tmp_path / "first", tiny_pixel_prior, 2)]))
     checkpoint = first / "ckpts/last.ckpt"
-    cfg = compose_config(["experiment=dreamfusion", "prompt=a red cube", f"init_from={checkpoint}", *tiny_overrides(tmp_path / "second", tiny_pixel_prior)])
-    system, _ = build_system(cfg, torch.device("cpu"))
-    saved = load_checkpoint_file(checkpoint)["state_dict"]
-    for key, value in system.state_dict().items():
-        torch.testing.assert_close(value, saved[key], rtol=0, atol=0, msg=key)
+    straight = run(compose_config(["experiment=dreamfusion", "prompt=a red cube", *tiny_overrides(tmp_path / "straight", tiny_pixel_prior, 4)]))
+    second = run(compose_config(["experiment=dreamfusion", "prompt=a red cube", f"init_from={checkpoint}", *tiny_overrides(tmp_path / "second", tiny_pixel_prior, 4)]))
+    forked, expected = load_checkpoint_file(second / "ckpts/last.ckpt"), load_checkpoint_file(straight / "ckpts/last.ckpt")
+    assert forked["global_step"] == 4 and load_checkpoint_file(checkpoint)["global_step"] == 2
+    for key, value in expected["state_dict"].items():
+        torch.testing.assert_close(forked["state_dict"][key], value, rtol=0, atol=0, msg=key)
     broken = tmp_path / "broken.ckpt"
     broken.write_bytes(checkpoint.read_bytes()[:1000])
     with pytest.raises(ValueError, match="truncated"):
-        build_system(compose_config(["experiment=dreamfusion", "prompt=a red cube", f"init_from={broken}", *tiny_overrides(tmp_path / "third", tiny_pixel_prior)]), torch.device("cpu"))
+        run(compose_config(["experiment=dreamfusion", "prompt=a red cube", f"init_from={broken}", *tiny_overrides(tmp_path / "third", tiny_pixel_prior)]))
