@@ -237,7 +237,7 @@ class GenerationSystem(pl.LightningModule):
         stage = self.stage
         group = self.optimizers()
         inner: OptimizerGroup = group.optimizer  # type: ignore[assignment]
-        self._set_learning_rates(inner, step)
+        self.set_learning_rates(inner, step)
         self.renderers[stage.renderer].update(self.representation, step)
         render = self.render(batch.cameras, training=True)
         if stage.densification is not None:
@@ -300,7 +300,8 @@ class GenerationSystem(pl.LightningModule):
     def configure_optimizers(self) -> OptimizerGroup:
         return OptimizerGroup(self.stage_optimizers())
 
-    def _set_learning_rates(self, group: OptimizerGroup, step: int) -> None:
+    def set_learning_rates(self, group: OptimizerGroup, step: int) -> None:
+        """Every member's learning rate at `step` (schedules are per step)."""
         rates = self.stage_learning_rates()
         for name, optimizer in group.members.items():
             for param_group in optimizer.param_groups:

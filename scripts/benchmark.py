@@ -22,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from framework.cameras.batch import Batch  # noqa: E402
 from framework.cameras.camera import CameraBatch  # noqa: E402
 from framework.cameras.distribution import OrbitDistribution  # noqa: E402
 from framework.renderers.occupancy import OccupancyGrid  # noqa: E402
@@ -128,17 +129,18 @@ def build_experiment(experiment: str, device: torch.device, backend: str = "auto
 def demo(repeats: int, device: torch.device) -> list[Row]:
     """Steps/s of the README's DreamFusion run: the real configs, composed and built as launch does."""
     cfg, system, datamodule = build_experiment("dreamfusion", device)
-    optimizer = system.configure_optimizers()
+    group = system.configure_optimizers()
     step_index = iter(range(10**9))
 
     def step() -> None:
         index = next(step_index)
-        batch = datamodule.training_batch(index).to(device)
-        system.renderer.update(system.representation, index)
-        loss = system.compute_losses(system.render(batch, training=True), batch, index)["loss"]
-        optimizer.zero_grad()
+        batch = Batch(datamodule.training_batch(index)).to(device)
+        system.set_learning_rates(group, index)
+        system.renderers[system.stage.renderer].update(system.representation, index)
+        loss = system.compute_losses(system.render(batch.cameras, training=True), batch, index)["loss"]
+        group.zero_grad()
         loss.backward()
-        optimizer.step()
+        group.step()
 
     seconds, peak = measure(step, repeats, device)
     steps = cfg.trainer.max_steps
@@ -198,29 +200,27 @@ def dreamgaussian(repeats: int, device: torch.device) -> list[Row]:
 
 
 def _dreamgaussian_steps(repeats: int, device: torch.device, backend: str) -> list[Row]:
-    from hydra.utils import instantiate
-
     cfg, system, datamodule = build_experiment("dreamgaussian", device, backend)
-    group = system.configure_optimizers()
     step_index = iter(range(10**9))
 
-    def step(losses: Callable[[object, int], dict]) -> Callable[[], None]:
+    def stage_step() -> Callable[[], None]:
+        group = system.configure_optimizers()
+
         def run() -> None:
             index = next(step_index)
-            batch = datamodule.training_batch(index).to(device)
-            loss = losses(batch, index)["loss"]
+            batch = Batch(datamodule.training_batch(index)).to(device)
+            system.set_learning_rates(group, index)
+            loss = system.compute_losses(system.render(batch.cameras, training=True), batch, index)["loss"]
             group.zero_grad()
             loss.backward()
             group.step()
 
         return run
 
-    gaussian_seconds, gaussian_peak = measure(step(lambda b, i: system.compute_losses(system.render(b, training=True), b, i)), repeats, device)
-    stages = instantiate(cfg.callbacks.stages)
-    system.enter_texture_stage(stages.convert(system))
-    group = system.configure_optimizers()
-    texture_seconds, texture_peak = measure(step(lambda b, i: system.texture_losses(system.render(b, training=True), b, i)), repeats, device)
-    n1, n2 = cfg.stages.gaussians, cfg.stages.texture
+    gaussian_seconds, gaussian_peak = measure(stage_step(), repeats, device)
+    system.enter_stage(1)  # the conversion: Gaussians -> textured mesh
+    texture_seconds, texture_peak = measure(stage_step(), repeats, device)
+    n1, n2 = cfg.system.stages.gaussians.steps, cfg.system.stages.texture.steps
     return [
         (f"DreamGaussian [{backend}] stage 1 step ({cfg.representation.n_init} GS, batch {cfg.camera.batch_size})", gaussian_seconds, f"{1 / gaussian_seconds:.2f} it/s", gaussian_peak),
         (f"DreamGaussian [{backend}] stage 2 step ({n2} steps; both: ~{(n1 * gaussian_seconds + n2 * texture_seconds) / 60:.1f} min)", texture_seconds, f"{1 / texture_seconds:.2f} it/s", texture_peak),

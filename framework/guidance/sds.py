@@ -226,12 +226,14 @@ class ScoreDistillation(ABC):
     def estimate(self, x0: Tensor, condition: Condition, step: int) -> dict[str, Tensor]:
         """The SDS step on model-space samples `x0` [B, C, h, w] (with gradients).
 
-        Returns `loss_sds` (its gradient w.r.t. `x0` is w(t) (eps_hat - eps)), plus
-        `sds_grad_norm` and `timestep` for logging.
+        Returns `loss_sds` (its gradient w.r.t. `x0` is w(t) (eps_hat - eps) / B, B the batch
+        size), plus `sds_grad_norm` (of the undivided gradient) and `timestep` for logging.
         """
         timesteps = self.sample_timesteps(x0.shape[0], step)
         noise = torch.randn(x0.shape, generator=self.generator).to(x0)
-        grad = torch.nan_to_num(self.sds_gradient(x0, timesteps, noise, condition), nan=0.0, posinf=0.0, neginf=0.0)
+        # NaN/Inf (an fp16 overflow, a broken prior) are kept, never zeroed: the loss is then
+        # non-finite and the NaN guard (NonFiniteGuard) skips the step and counts it.
+        grad = self.sds_gradient(x0, timesteps, noise, condition)
         if self.grad_clip is not None:
             clip = value_at(self.grad_clip, step)
             grad = grad.clamp(-clip, clip)
