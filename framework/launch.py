@@ -13,9 +13,13 @@ over the settings of a later stage.
 otherwise: the same command run again in the same run directory (`hydra.run.dir=...`, or a requeued
 sweep job, whose directory is fixed by its number and values) picks up where a killed run stopped.
 
+A run directory belongs to one run (framework/utils/run_dirs.py): a start in a folder holding
+another run's files is refused, and so is a start of the same run there without `resume=`.
+
 It prints the exports it wrote (GLB, PLY, turntable video), then, last, the run directory. Bad input
 exits 2 with one line, `error: ...`, on stderr (Hydra's composition errors too, unless
-HYDRA_FULL_ERROR=1); a run stopped by NaN/Inf steps or by running out of memory exits 1 the same way.
+HYDRA_FULL_ERROR=1), checked before any weights load and leaving no run folder behind; a run
+stopped by NaN/Inf steps or by running out of memory exits 1 the same way.
 """
 
 from __future__ import annotations
@@ -26,7 +30,10 @@ import os
 import re
 import sys
 import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import hydra
 import pytorch_lightning as pl
@@ -43,12 +50,17 @@ import framework.distributed  # noqa: F401  (registers trainer.strategy=ddp_unwr
 from framework.guidance.slot import GuidanceSlot, split_slot_config
 from framework.schedules import value_at
 from framework.stages import resolution_schedule
-from framework.utils.checkpoint_io import AtomicCheckpointIO, load_checkpoint_file
+from framework.utils.checkpoint_io import AtomicCheckpointIO, RestoreGuard, read_checkpoint
 from framework.utils.devices import default_device
 from framework.utils.errors import RunStopped
+from framework.utils.run_dirs import check_run_dir, discard_run_dir, run_identity, unique_run_dir, write_hydra_files
 from framework.utils.run_record import RunRecord, sweep_group
+from framework.utils.settings import check_settings
 
 MAX_PROMPT_CHARS = 300
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+BAD_INPUT = (InstantiationException, ValueError, FileNotFoundError)  # exit 2
+_task_started = False  # whether Hydra got as far as `main`: errors before it are about the run folder
 
 
 def slugify(text: str, max_length: int = 60) -> str:
@@ -85,8 +97,16 @@ def package_dir(package: str, relative: str) -> str:
     return str(importlib.resources.files(package) / relative)
 
 
+def experiment_names() -> str:
+    """The methods there are (conf/experiment/*.yaml), for `--help`."""
+    return "|".join(sorted(path.stem for path in (CONF_DIR / "experiment").glob("*.yaml")))
+
+
 OmegaConf.register_new_resolver("run_name", run_name, replace=True)
 OmegaConf.register_new_resolver("package_dir", package_dir, replace=True)
+OmegaConf.register_new_resolver("experiments", experiment_names, replace=True)
+# Cached: Hydra resolves hydra.run.dir more than once, and the folder is made on the first.
+OmegaConf.register_new_resolver("unique_run_dir", unique_run_dir, replace=True, use_cache=True)
 
 
 def resolve_backend(backend: str) -> torch.device:
@@ -142,17 +162,46 @@ def resolve_resume(cfg: DictConfig) -> str | None:
 
 def start_checkpoint(cfg: DictConfig) -> str | None:
     """The checkpoint training starts from: this run's own (`resume=`) or, for a fresh start,
-    another run's (`init_from=`)."""
+    another run's (`init_from=`). It must be a readable checkpoint of this method, checked here
+    (a quick look: its tensors are mapped, not read) so that a wrong file fails with one line
+    before any weights load."""
     resume, init_from = resolve_resume(cfg), cfg.get("init_from")
     for name, path in (("resume", resume), ("init_from", init_from)):
         if path and not Path(str(path)).is_file():
             raise FileNotFoundError(f"{name}={str(path)!r}: no such checkpoint file")
     if resume and init_from and cfg.get("resume") != "auto":
         raise ValueError("give resume= (continue this run) or init_from= (start from another run), not both")
-    if init_from and not resume:
-        load_checkpoint_file(init_from)  # a bad file fails with one line before the prior loads
-        return str(init_from)
-    return resume
+    start = str(resume) if resume else (str(init_from) if init_from else None)
+    if start is not None:
+        read_checkpoint(start, cfg.get("experiment_name"), mmap=True)
+    return start
+
+
+@dataclass(frozen=True)
+class Start:
+    """What the checks before any weights load settled: the device and the checkpoint to start from."""
+
+    device: torch.device
+    checkpoint: str | None
+
+
+def preflight(cfg: DictConfig) -> Start:
+    """Every check that needs no weights, before any load: prompt, image, settings (a whole-number
+    seed, finite numbers everywhere), backend, the checkpoint to start from."""
+    check_prompt(cfg.prompt, cfg.get("image"))
+    check_image(cfg.get("image"))
+    check_settings(cfg)
+    device = job_device(resolve_backend(cfg.backend), cfg.get("gpu_per_job", False))
+    return Start(device, start_checkpoint(cfg))
+
+
+def completed_step(cfg: DictConfig, previous: dict, checkpoint: str | None) -> int | None:
+    """The step at which this run already completed, when continuing it has nothing left to do
+    (its record says completed and its checkpoint is at `max_steps`); else None."""
+    if previous.get("status") != "completed" or checkpoint is None:
+        return None
+    step = read_checkpoint(checkpoint, cfg.get("experiment_name"), mmap=True).get("global_step")
+    return step if isinstance(step, int) and step >= int(cfg.trainer.max_steps) else None
 
 
 def out_of_memory_line(camera: pl.LightningDataModule, step: int) -> str:
@@ -187,17 +236,27 @@ def build_system(cfg: DictConfig, device: torch.device) -> tuple[pl.LightningMod
     return system, datamodule
 
 
-def run(cfg: DictConfig, record: RunRecord | None = None) -> Path:
+def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    """`callbacks.*`; checkpoints keep one `last.ckpt` a run (never `last-v1.ckpt`): a requeued job
+    that starts again overwrites its own files."""
+    callbacks = []
+    for node in cfg.get("callbacks", {}).values():
+        one_last = str(node.get("_target_", "")).endswith("ModelCheckpoint")
+        callbacks.append(instantiate(node, **({"enable_version_counter": False} if one_last else {})))
+    return callbacks
+
+
+def run(cfg: DictConfig, record: RunRecord | None = None, start: Start | None = None) -> Path:
     """Fit, test (turntable) and export; `record` (launch's RUN_DIR/run.json) also gives the loggers
-    the run config and wandb its kept run id."""
+    the run config and wandb its kept run id; `start` is `preflight(cfg)` when already checked."""
     run_dir = Path(cfg.run_dir)
-    check_prompt(cfg.prompt, cfg.get("image"))
-    check_image(cfg.get("image"))
-    device = job_device(resolve_backend(cfg.backend), cfg.get("gpu_per_job", False))
-    resume = start_checkpoint(cfg)
+    start = start or preflight(cfg)
+    device, resume = start.device, start.checkpoint
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     system, datamodule = build_system(cfg, device)
-    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
+    checkpoint_io = AtomicCheckpointIO(cfg.get("experiment_name"))
+    restore = RestoreGuard(checkpoint_io)
+    callbacks = [*build_callbacks(cfg), restore]
     if record is not None and OmegaConf.select(cfg, "logger.wandb") is not None:
         cfg.logger.wandb.id = record.wandb_id
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values()]
@@ -212,7 +271,7 @@ def run(cfg: DictConfig, record: RunRecord | None = None) -> Path:
         accelerator="gpu" if device.type == "cuda" else "cpu",
         **({"devices": [device.index]} if device.index is not None else {}),
         default_root_dir=str(run_dir),
-        plugins=[AtomicCheckpointIO()],
+        plugins=[checkpoint_io],
     )
     system.check_trainer(trainer)
     try:
@@ -222,6 +281,11 @@ def run(cfg: DictConfig, record: RunRecord | None = None) -> Path:
             trainer.fit(system, datamodule=datamodule, ckpt_path=resume)
     except torch.cuda.OutOfMemoryError as error:
         raise RunStopped(out_of_memory_line(datamodule, trainer.global_step)) from error
+    except Exception as error:  # a checkpoint of this method that does not fit: one line too
+        mismatch = restore.explain(error, cfg.get("experiment_name"))
+        if mismatch is None:
+            raise
+        raise mismatch from error
     trainer.test(system, datamodule=datamodule, verbose=False)
     return run_dir
 
@@ -249,30 +313,83 @@ def error_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
+@contextmanager
+def _log_elsewhere(run_dir: Path) -> Iterator[None]:
+    """Log without the job's log file inside `run_dir` (Hydra opens it there before `main` runs)."""
+    root = logging.getLogger()
+    inside = [h for h in root.handlers if isinstance(h, logging.FileHandler) and Path(h.baseFilename).parent == run_dir]
+    for handler in inside:
+        root.removeHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in inside:
+            root.addHandler(handler)
+
+
+def _fail(error: BaseException, record: RunRecord | None, multirun: bool) -> None:
+    """Record and report a failed run: a multirun job's error is logged (the sweep goes on); a
+    single run exits 2 on bad input, 1 when stopped (NaN streak, out of memory), both with one line;
+    anything else is raised."""
+    line = error_line(error)
+    if record is not None:
+        record.finish("failed" if isinstance(error, Exception) else "interrupted", line)
+    if multirun and isinstance(error, Exception):
+        logging.getLogger(__name__).error("job %s failed: %s", HydraConfig.get().job.num, line)
+        return
+    if isinstance(error, (*BAD_INPUT, RunStopped)):
+        print(f"error: {line}", file=sys.stderr)
+        sys.exit(2 if isinstance(error, BAD_INPUT) else 1)
+    raise error
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    """One run, recorded in RUN_DIR/run.json. A failed single run exits 2 with one line (input errors);
-    a failed multirun job is logged and returns, so the sweep's other jobs still run."""
+    """One run, recorded in RUN_DIR/run.json, in a folder that is this run's alone.
+
+    In order: the folder (another run's is refused and left untouched), the checks that need no
+    weights (`preflight`), then the run. A single run refused for bad input exits 2 with one line
+    and leaves no folder it made; a failed multirun job is logged and recorded in its folder (the
+    sweep's report lists it; not in a folder of another run), and returns, so the sweep's other
+    jobs still run."""
+    global _task_started
+    _task_started = True
     _quiet_libraries()
     hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    overrides = list(hydra_cfg.overrides.task)
+    run_dir = Path(os.path.abspath(cfg.run_dir))
+    identity = run_identity(cfg, overrides)
+    resume = cfg.get("resume")
+    # Continuing this run here: resume=auto or one of this folder's checkpoints, or a requeued sweep job.
+    continuing = multirun or resume == "auto" or (bool(resume) and run_dir in Path(os.path.abspath(str(resume))).parents)
+    try:
+        # DDP starts this script again for every other rank, in rank 0's folder: rank 0 checked it.
+        previous = check_run_dir(run_dir, identity, continuing, "hydra.sweep.dir" if multirun else "hydra.run.dir") if rank_zero_only.rank == 0 else {}
+    except ValueError as error:  # another run's folder: nothing is written into it, its log included
+        with _log_elsewhere(run_dir):
+            _fail(error, None, multirun)
+        return
     record = None
     try:
-        record = RunRecord(cfg.run_dir, list(hydra_cfg.overrides.task), resolve_resume(cfg))
-        run_dir = run(cfg, record)
-    except BaseException as error:
-        line = error_line(error)
-        if record is not None:
-            record.finish("failed" if isinstance(error, Exception) else "interrupted", line)
-        if hydra_cfg.mode == RunMode.MULTIRUN and isinstance(error, Exception):
-            logging.getLogger(__name__).error("job %s failed: %s", hydra_cfg.job.num, line)
+        start = preflight(cfg)
+        step = completed_step(cfg, previous, start.checkpoint) if previous else None
+        if step is not None:
+            if rank_zero_only.rank == 0:
+                print(f"nothing to do: this run already completed at step {step}")
+                print(run_dir)
             return
-        if isinstance(error, (InstantiationException, ValueError, FileNotFoundError)):
-            print(f"error: {line}", file=sys.stderr)
-            sys.exit(2)
-        if isinstance(error, RunStopped):
-            print(f"error: {line}", file=sys.stderr)
-            sys.exit(1)
-        raise
+        if rank_zero_only.rank == 0:
+            write_hydra_files(run_dir, cfg)
+        record = RunRecord(cfg.run_dir, overrides, resolve_resume(cfg), identity=identity)
+        run_dir = run(cfg, record, start)
+    except BaseException as error:
+        if multirun and record is None and isinstance(error, Exception):  # refused before it began: the report still lists it
+            record = RunRecord(cfg.run_dir, overrides, None, identity=identity)
+        if not multirun and rank_zero_only.rank == 0 and isinstance(error, BAD_INPUT) and (record is None or record.final_step is None):
+            discard_run_dir(run_dir)  # refused before training began: no folder left behind (only one this process made)
+        _fail(error, record, multirun)
+        return
     record.finish("completed")
     if rank_zero_only.rank == 0:  # DDP runs this script once per device
         for relative in record.data["exports"]:
@@ -289,6 +406,16 @@ def hydra_error_line(error: CompactHydraException) -> str:
     return " ".join(lines) or type(error).__name__
 
 
+def setup_error_line(error: OSError | ValueError) -> str:
+    """What stopped Hydra before the run began, as one line: a run folder it cannot make (an
+    unusable output_root or hydra.run.dir)."""
+    if isinstance(error, OSError):
+        reason = error.strerror or type(error).__name__
+        return f"cannot make the run folder {str(error.filename)!r} ({reason}): set output_root (or hydra.run.dir / hydra.sweep.dir) to a writable folder"
+    text = re.sub(r"^\w+ raised while resolving interpolation: ", "", str(error).strip())
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def cli() -> None:
     """`python -m framework.launch`: `main`, with Hydra's composition errors as one line too
     (HYDRA_FULL_ERROR=1 keeps Hydra's own report)."""
@@ -300,6 +427,11 @@ def cli() -> None:
         main()
     except CompactHydraException as error:
         print(f"error: {hydra_error_line(error)}", file=sys.stderr)
+        sys.exit(2)
+    except (OSError, ValueError) as error:
+        if _task_started:
+            raise
+        print(f"error: {setup_error_line(error)}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -25,6 +25,14 @@ def _env() -> dict:
     return env
 
 
+def test_help_starts_with_a_usage_line_naming_prompt_and_the_experiments(tmp_path):
+    result = _launch("--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    usage = result.stdout.splitlines()[:3]
+    assert usage[0].startswith("usage: python -m framework.launch experiment=<dreamfusion|dreamgaussian> prompt=")
+    assert any(line.startswith("prompt= is required") for line in usage)
+
+
 def test_cfg_job_prints_the_composed_config(tmp_path):
     result = _launch("experiment=dreamfusion", "prompt=a red cube", "--cfg", "job", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -74,8 +82,8 @@ def test_more_bad_inputs_each_give_exactly_one_line_naming_the_value(tmp_path):
         (["hydra/launcher=nope"], "Could not find 'hydra/launcher/nope'; the options are basic, "),
         (["guidance=stable_diffusion", "guidance.resolution=100"], "resolution=100: a latent diffusion model needs a positive multiple of 8"),
         ([f"guidance.pretrained={incomplete}"], f"model folder '{incomplete}' is incomplete: it has no 'tokenizer' subfolder"),
-        ([f"init_from={tmp_path}/missing.ckpt"], f"checkpoint '{tmp_path}/missing.ckpt' does not exist"),
-        ([f"init_from={garbage}"], f"checkpoint '{garbage}' is truncated or not a checkpoint of ours"),
+        ([f"init_from={tmp_path}/missing.ckpt"], f"init_from='{tmp_path}/missing.ckpt': no such checkpoint file"),
+        ([f"init_from={garbage}"], f"checkpoint '{garbage}' is not a checkpoint (not a file torch.save wrote)"),
         ([f"image={not_an_image}"], f"image='{not_an_image}' is not a readable image file (UnidentifiedImageError)"),
     ]
 
@@ -88,5 +96,45 @@ def test_more_bad_inputs_each_give_exactly_one_line_naming_the_value(tmp_path):
         return f"{overrides}: exit {result.returncode}, stderr {result.stderr[-1500:]!r}"
 
     with ThreadPoolExecutor(max_workers=4) as pool:
+        failures = [failure for failure in pool.map(attempt, enumerate(cases)) if failure]
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.slow
+def test_bad_input_is_refused_before_anything_loads_and_leaves_no_folder(tmp_path):
+    """Settings (NaN/Inf numbers, a seed that is not a whole number), an unusable output root or
+    run folder, a wrong checkpoint: exit 2, stderr exactly one `error:` line naming the setting (no
+    progress bar, no wandb warning: nothing loaded), and no run folder left behind, the default
+    one included (an empty prompt used to leave `untitled/<time>/`)."""
+    import torch
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    text = tmp_path / "metrics.ckpt"
+    text.write_text("epoch,step,loss\n0,0,1.0\n")
+    other = tmp_path / "gaussians.ckpt"
+    torch.save({"state_dict": {}, "experiment": "dreamgaussian", "format_version": 1, "stage": "texture"}, other)
+    cases = [
+        (["prompt="], "error: prompt='' is empty"),
+        (["guidance.guidance_scale=nan"], "error: guidance.guidance_scale=nan: NaN/Inf is not allowed"),
+        (["loss.weights.orientation=[[0,10.0],[600,inf]]"], "error: loss.weights.orientation=[[0, 10.0], [600, inf]]: NaN/Inf"),
+        (["seed=abc"], "error: seed='abc' is not a whole number"),
+        ([f"resume={text}"], f"error: checkpoint '{text}' is not a checkpoint (not a file torch.save wrote)"),
+        ([f"init_from={other}"], f"error: checkpoint '{other}' is a dreamgaussian checkpoint and this run is dreamfusion: use it with experiment=dreamgaussian"),
+        ([f"output_root={a_file}/x"], f"error: output_root='{a_file}/x' cannot hold run folders"),
+        ([f"hydra.run.dir={a_file}/run"], f"error: cannot make the run folder '{a_file}/run' (Not a directory): set output_root"),
+    ]
+
+    def attempt(case: tuple[int, tuple[list[str], str]]) -> str | None:
+        i, (overrides, expected) = case
+        root = tmp_path / f"out{i}"
+        where = [] if overrides[0].startswith("output_root") else [f"output_root={root}"]
+        result = _launch("prompt=a red cube", "trainer.max_steps=2", *overrides, *where, cwd=tmp_path)  # 2 steps: a regression fails fast
+        lines = result.stderr.strip().splitlines()
+        if result.returncode == 2 and len(lines) == 1 and lines[0].startswith(expected) and not root.exists():
+            return None
+        return f"{overrides}: exit {result.returncode}, folder left {root.exists()}, stderr {result.stderr[-1500:]!r}"
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
         failures = [failure for failure in pool.map(attempt, enumerate(cases)) if failure]
     assert not failures, "\n".join(failures)

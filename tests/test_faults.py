@@ -1,12 +1,13 @@
 """Faults a run survives or reports in one line: SIGKILL then `resume=auto` (exactly), a requeued
-job resuming its own checkpoint, NaN/Inf steps skipped and a NaN streak stopped, out-of-memory
-named with the setting to lower, and pickled payloads refused."""
+job resuming its own checkpoint, NaN/Inf steps skipped (a guidance gone NaN included) and a NaN
+streak stopped, out-of-memory named with the setting to lower, and pickled payloads refused."""
 
 from __future__ import annotations
 
 import csv
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from framework.launch import error_line, resolve_resume, run
 from framework.system import GenerationSystem
@@ -312,11 +314,34 @@ def test_dreamgaussian_skips_nan_steps_in_both_stages_and_stops_after_max_bad_st
     assert (skipped[0], skipped[1], skipped[2], skipped[4], skipped[6]) == (0, 1, 2, 2, 4)
 
 
+def _nan_prior(prior: Path, folder: Path) -> Path:
+    """A copy of `prior` whose UNet predicts NaN everywhere (its output bias is NaN): a guidance that
+    goes bad at run time, like an fp16 overflow."""
+    shutil.copytree(prior, folder)
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    tensors = load_file(weights)
+    tensors["conv_out.bias"] = torch.full_like(tensors["conv_out.bias"], float("nan"))
+    save_file(tensors, weights, metadata={"format": "pt"})
+    return folder
+
+
+def test_a_guidance_that_returns_nan_makes_a_bad_step_not_a_zero_step(tmp_path, tiny_pixel_prior):
+    """The SDS gradient's NaN is not zeroed (before, nan_to_num turned it into a zero step: loss 0,
+    the run "completed" untrained): the step is skipped and counted, and a streak stops the run."""
+    overrides = tiny_overrides(tmp_path, _nan_prior(tiny_pixel_prior, tmp_path / "nan_prior"), max_steps=4) + ["max_bad_steps=2"]
+    with pytest.raises(NonFiniteStepError, match=r"^step 1: .*NaN/Inf for 2 consecutive steps"):
+        run(compose_config(["experiment=dreamfusion", "prompt=a red cube", *overrides]))
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert [(row["step"], row["train/loss_main_sds"], row["train/skipped_steps"]) for row in rows if row.get("train/loss")] == [("0", "nan", "1.0")]
+
+
 @pytest.mark.slow
 def test_a_nan_streak_stops_the_cli_run_with_one_line(tmp_path, tiny_pixel_prior):
-    """A NaN guidance weight makes every step bad: exit 1, the one line, the record says so."""
+    """A prior whose every prediction is NaN makes every step bad: exit 1, the one line, the record
+    says so. (A NaN setting, e.g. guidance.weight=nan, is refused before the run: test_settings.py.)"""
     run_dir = tmp_path / "run"
-    arguments = _dreamfusion_command(tiny_pixel_prior) + ["guidance.weight=nan", "max_bad_steps=2", f"hydra.run.dir={run_dir}"]
+    prior = _nan_prior(tiny_pixel_prior, tmp_path / "nan_prior")
+    arguments = _dreamfusion_command(prior) + ["max_bad_steps=2", f"hydra.run.dir={run_dir}"]
     result = _finish(_start(arguments, tmp_path))
     assert result.returncode == 1, result.stderr[-3000:]
     line = "error: step 1: the loss or its gradients were NaN/Inf for 2 consecutive steps (max_bad_steps=2); stopped, the last checkpoint holds the last good weights"
@@ -366,7 +391,9 @@ def test_a_pickled_payload_is_refused_and_never_runs(tmp_path):
     torch.save({"state_dict": {}, "hook": _Payload(marker)}, checkpoint)
     with pytest.raises(ValueError) as refused:
         load_checkpoint_file(checkpoint)
-    assert str(refused.value) == f"checkpoint {str(checkpoint)!r} is truncated or not a checkpoint of ours (UnpicklingError)"
+    assert str(refused.value) == (
+        f"checkpoint {str(checkpoint)!r} was refused for safety: loading it would build posix.system, which can run code (only tensors and plain data are loaded)"
+    )
     assert not marker.exists()
     # The payload is real: an unsafe load runs it.
     torch.load(checkpoint, weights_only=False)

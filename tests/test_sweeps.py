@@ -202,7 +202,8 @@ def test_submitit_local_sweep_requeues_a_preempted_job_into_its_own_run_dir(tmp_
 
 
 @pytest.mark.slow
-def test_a_failed_single_run_exits_2_with_one_line_and_records_it(tmp_path):
+def test_a_single_run_refused_for_bad_input_exits_2_with_one_line_and_leaves_no_folder(tmp_path):
+    """Unlike a sweep's job (whose folder keeps the failed record for the report, above)."""
     run_dir = tmp_path / "run"
     env = dict(os.environ, PYTHONPATH=str(ROOT), HYDRA_FULL_ERROR="0", OMP_NUM_THREADS="1")
     result = subprocess.run(
@@ -210,9 +211,7 @@ def test_a_failed_single_run_exits_2_with_one_line_and_records_it(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["error: prompt is 400 characters long: at most 300 are allowed"]
-    record = read_record(run_dir)
-    assert record["status"] == "failed" and record["error"] == "prompt is 400 characters long: at most 300 are allowed"
-    assert f"prompt={LONG_PROMPT}" in record["overrides"]
+    assert not run_dir.exists()
 
 
 # --- wandb --------------------------------------------------------------------------------------------
@@ -255,6 +254,18 @@ def test_a_resumed_run_continues_its_wandb_run_in_the_sweeps_group(tmp_path, tin
 
 
 # --- devices and launcher configs ---------------------------------------------------------------------
+def test_the_launchers_come_with_the_first_install_command():
+    """README's first command installs `.` (no extra): the launcher plugins its Sweeps section
+    uses (joblib, slurm, slurm_local) must be dependencies of the package itself."""
+    import tomllib
+
+    first_command = (ROOT / "README.md").read_text().split("```bash\n", 1)[1].splitlines()[0]
+    assert "pip install -e . " in first_command
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {dependency.split(">")[0].split("=")[0].split("<")[0].strip() for dependency in dependencies}
+    assert {"hydra-joblib-launcher", "hydra-submitit-launcher"} <= names
+
+
 def test_gpu_per_job_picks_the_gpu_from_the_job_number(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     cuda, cpu = torch.device("cuda"), torch.device("cpu")

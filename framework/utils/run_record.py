@@ -15,7 +15,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
@@ -63,16 +63,22 @@ class RunRecord(pl.Callback):
     It is also a Lightning callback so that a run that fails mid-training still records how far it got.
     The wandb run id is kept across resumes: it comes from this run directory's earlier record
     (a requeued job), else from the record of the run that wrote the `resume` checkpoint
-    (`<run>/ckpts/last.ckpt`), else it is new.
+    (`<run>/ckpts/last.ckpt`), else it is new. `identity` (`run_dirs.run_identity`) records the
+    run's experiment, prompt and seed beside its overrides.
     """
 
-    def __init__(self, run_dir: str | os.PathLike, overrides: list[str], resume: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self, run_dir: str | os.PathLike, overrides: list[str], resume: str | os.PathLike | None = None, identity: Mapping[str, Any] | None = None
+    ) -> None:
         self.run_dir = Path(run_dir)
         previous = read_record(self.run_dir)
         resumed = read_record(Path(resume).parent.parent) if resume else {}
         self.wandb_id: str = previous.get("wandb_id") or resumed.get("wandb_id") or uuid.uuid4().hex[:8]
         self.final_step: int | None = previous.get("final_step")
+        # What the run is (a later start in this folder must be the same run: run_dirs.check_run_dir).
+        what = {key: identity[key] for key in ("experiment", "prompt", "seed") if key in identity} if identity else {}
         self.data: dict[str, Any] = {
+            **what,
             "status": "running",
             "error": None,
             "overrides": list(overrides),
