@@ -29,7 +29,7 @@ def requeue_overrides(overrides: Sequence[str], run_dir: str | Path) -> list[str
 
 try:
     from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher, LocalLauncher, SlurmLauncher
-except ImportError:  # hydra-submitit-launcher (the `dev` extra) is absent: Hydra's plugin scan still imports this
+except ImportError:  # hydra-submitit-launcher (a core dependency) is absent: Hydra's plugin scan still imports this
     pass
 else:
 

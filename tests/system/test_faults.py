@@ -29,7 +29,7 @@ from hydra_plugins.resuming_submitit_launcher import requeue_overrides
 from framework.utils.run_record import read_record
 from tests.helpers import compose_config, tiny_gaussian_overrides, tiny_overrides
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DREAMFUSION_STEPS = 16
 
 

@@ -33,7 +33,7 @@ from framework.utils.run_record import RunRecord, read_record
 from framework.utils.sweep_summary import summarize
 from tests.helpers import CONF_DIR, compose_config, tiny_overrides
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LONG_PROMPT = "x" * 400
 
 

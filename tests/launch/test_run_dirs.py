@@ -22,7 +22,7 @@ from framework.utils.run_dirs import check_run_dir, discard_run_dir, run_identit
 from framework.utils.run_record import read_record
 from tests.helpers import CONF_DIR, compose_config, tiny_overrides
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OVERRIDES = ["experiment=dreamfusion", "prompt=a red cube"]
 IDENTITY = {"experiment": "dreamfusion", "prompt": "a red cube", "seed": 0, "overrides": sorted(OVERRIDES)}
 

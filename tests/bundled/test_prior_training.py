@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import train_prior  # noqa: E402
 
 from bundled.prior.dataset import OBJECT_NAMES, RenderedSet, render_set  # noqa: E402

@@ -33,7 +33,7 @@ from framework.cameras.camera import CameraBatch
 from framework.cameras.distribution import orbit_ring
 from framework.export.mesh_io import Texture, load_mesh_zup, write_glb
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _asset_of(obj_name: str, colour: str, resolution: int = 96) -> MeshAsset:

@@ -16,7 +16,7 @@ from framework.cameras.distribution import OrbitDistribution
 from framework.utils.checkpoint_io import load_checkpoint_file
 from tests.helpers import tiny_gaussian_overrides, tiny_overrides
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_rank_draws_its_own_cameras_and_one_device_keeps_its_stream():
