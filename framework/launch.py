@@ -30,6 +30,7 @@ import os
 import re
 import sys
 import warnings
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,7 +222,12 @@ def build_slots(cfg: DictConfig, device: torch.device) -> dict[str, GuidanceSlot
     slots = {}
     for name, node in nodes.items():
         arguments, settings = split_slot_config(OmegaConf.to_container(node, resolve=True))
-        slots[name] = GuidanceSlot(name=name, guidance=instantiate(arguments, device=str(device)), **settings)
+        guidance = instantiate(arguments, device=str(device))
+        generator = getattr(guidance, "generator", None)
+        if name != "main" and isinstance(generator, torch.Generator) and "seed" in arguments:
+            # Each slot draws its own timesteps and noise (the same seed would repeat main's draws).
+            generator.manual_seed(int(arguments["seed"]) * 1_000_003 + zlib.crc32(name.encode()))
+        slots[name] = GuidanceSlot(name=name, guidance=guidance, **settings)
     return slots
 
 

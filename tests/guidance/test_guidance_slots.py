@@ -39,6 +39,7 @@ def test_two_slots_compose_from_the_command_line(tmp_path, tiny_pixel_prior):
     run_dir = run(cfg)
     rows = [row for row in csv.DictReader(open(run_dir / "metrics.csv")) if row.get("train/loss")]
     assert len(rows) == 2
+    assert any(row["train/aux_timestep"] != row["train/main_timestep"] for row in rows), "each slot draws its own timesteps"
     for row in rows:
         main, second = float(row["train/loss_main_sds"]), float(row["train/loss_aux_sds"])
         assert main > 0 and second > 0 and float(row["train/aux_timestep"]) > 0
