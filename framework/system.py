@@ -15,6 +15,7 @@ stages: launch then predicts instead of fitting, and the same exports and turnta
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -200,11 +201,7 @@ class GenerationSystem(pl.LightningModule):
         overrides = self.stage.slots
         if overrides is None:
             return self.slots
-        active = {}
-        for name, settings in overrides.items():
-            slot = self.slots[name]
-            active[name] = GuidanceSlot(**{**{f: getattr(slot, f) for f in ("name", "guidance", "input", "weight", "encoded", "estimator")}, **settings})
-        return active
+        return {name: replace(self.slots[name], **settings) for name, settings in overrides.items()}
 
     def compute_losses(self, render: dict[str, Tensor], batch: Batch, step: int) -> dict[str, Tensor]:
         """Every weighted term (`loss_<slot>_<term>`, `loss_<name>`), the total (`loss`) and

@@ -15,13 +15,15 @@ from framework.representations.materials import Shading
 from framework.representations.textured_mesh import TexturedMesh
 
 
-def two_sided_normals(vertices: Tensor, faces: Tensor, rast: Tensor, cameras: CameraBatch, rasterizer: MeshRasterizer) -> Tensor:
+def two_sided_normals(vertices: Tensor, faces: Tensor, rast: Tensor, cameras: CameraBatch, rasterizer: MeshRasterizer, points: Tensor | None = None) -> Tensor:
     """[B, H, W, 3] unit smooth (vertex) normals of rasterized pixels (`rast` from `rasterizer`),
     turned towards the camera where the pixel's face is seen from behind, so generated meshes with
-    mixed windings do not shade dark."""
+    mixed windings do not shade dark. `points`: the pixels' surface points when already
+    interpolated."""
     normals = F.normalize(rasterizer.interpolate(vertex_normals(vertices, faces), rast, faces), dim=-1)
     geometric = face_normals(vertices, faces)[(rast[..., 3].long() - 1).clamp(min=0)]  # [B, H, W, 3]
-    towards_camera = cameras.position[:, None, None, :] - rasterizer.interpolate(vertices, rast, faces)
+    points = rasterizer.interpolate(vertices, rast, faces) if points is None else points
+    towards_camera = cameras.position[:, None, None, :] - points
     facing = torch.where((geometric * towards_camera).sum(-1, keepdim=True) < 0, -1.0, 1.0)
     return facing * normals
 
@@ -49,10 +51,10 @@ class TexturedMeshRenderer(nn.Module):
         uv = torch.stack([uv[..., 0], 1.0 - uv[..., 1]], dim=-1)
         albedo = self.rasterizer.texture(mesh.albedo()[None], uv, boundary_mode="clamp")
         _, directions = cameras.rays()
-        normals = two_sided_normals(positions, faces, rast, cameras, self.rasterizer)
+        points = self.rasterizer.interpolate(positions, rast, faces)
+        normals = two_sided_normals(positions, faces, rast, cameras, self.rasterizer, points)
         B, H, W = albedo.shape[:3]
         image_index = torch.arange(B, device=albedo.device).repeat_interleave(H * W)
-        points = self.rasterizer.interpolate(positions, rast, faces)
         colour = material.shade(albedo.reshape(-1, 3), normals.reshape(-1, 3), points.reshape(-1, 3), directions.reshape(-1, 3), shading, image_index).view(B, H, W, 3)
         coverage = (rast[..., 3:] > 0).to(colour.dtype)
         rgb = colour * coverage + (1.0 - coverage) * background(directions, training)
