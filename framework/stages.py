@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 from torch import nn
 
 from framework.cameras.camera import CameraBatch
-from framework.schedules import Scalar, Schedule
+from framework.schedules import Scalar, Schedule, as_scalar
 
 
 class Conversion(Protocol):
@@ -68,6 +68,8 @@ class Stage:
             self.slots = {name: dict(overrides or {}) for name, overrides in self.slots.items()}
         if self.losses is not None:
             self.losses = list(self.losses)
+        if self.learning_rates is not None:
+            self.learning_rates = {prefix: as_scalar(lr) for prefix, lr in self.learning_rates.items()}
 
 
 def stage_starts(stages: Sequence[Stage]) -> list[int]:

@@ -280,8 +280,8 @@ class GenerationSystem(pl.LightningModule):
                     yield f"{root}.{name}", parameter
 
     def stage_learning_rates(self) -> dict[str, Any]:
-        stage_rates = self.stage.learning_rates
-        return {prefix: as_scalar(lr) for prefix, lr in stage_rates.items()} if stage_rates is not None else self.learning_rates
+        """The current stage's learning rates (converted to schedules once, when it was built)."""
+        return self.stage.learning_rates if self.stage.learning_rates is not None else self.learning_rates
 
     def stage_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """One optimiser per learning-rate prefix (the longest matching prefix wins)."""
