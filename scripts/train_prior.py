@@ -1,6 +1,7 @@
 """Train the bundled pixel-space prior on renders of the procedural object world.
 
     python scripts/train_prior.py --work-dir outputs/prior --steps 2400 --seed 0 [--device cuda --batch-size 128]
+        [--normal-map-share 0.4]   # a share of every batch from normal-map renders
 
 Checkpoints go to WORK_DIR/checkpoint.pt (atomically, every --checkpoint-minutes); running the
 same command again resumes exactly where it stopped. When the last step is done the EMA weights
@@ -23,7 +24,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bundled.prior.dataset import OBJECT_NAMES, RenderedSet, captions_for, render_set  # noqa: E402
+from bundled.prior.dataset import DOMAINS, OBJECT_NAMES, RenderedSet, captions_for, render_set  # noqa: E402
 from bundled.prior.model import (  # noqa: E402
     MAX_TOKENS,
     PriorArchitecture,
@@ -71,6 +72,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--render-workers", type=int, default=min(os.cpu_count() or 1, 8), help="processes that render the training images (the images do not depend on it)"
     )
+    parser.add_argument(
+        "--normal-map-share",
+        type=float,
+        default=0.0,
+        help="expected share of every batch drawn from camera-space normal-map renders captioned "
+        "'a normal map of a cube, front view' (Fantasia3D's geometry stage); 0: colour renders only",
+    )
+    parser.add_argument("--normal-map-dataset-size", type=int, default=6144, help="normal-map renders (when --normal-map-share > 0)")
     parser.add_argument("--caption-dropout", type=float, default=0.1)
     parser.add_argument("--plain-caption-prob", type=float, default=0.2)
     parser.add_argument(
@@ -118,30 +127,55 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for flag in ("front_object_weight", "front_back_weight"):
         if getattr(args, flag) <= 0:
             parser.error(f"--{flag.replace('_', '-')}={getattr(args, flag)} must be positive")
-    if args.steps <= 0 or args.batch_size <= 0 or args.render_workers <= 0:
+    if not 0.0 <= args.normal_map_share < 1.0:
+        parser.error(f"--normal-map-share={args.normal_map_share} must be in [0, 1)")
+    if args.steps <= 0 or args.batch_size <= 0 or args.render_workers <= 0 or args.normal_map_dataset_size <= 0:
         parser.error(f"--steps={args.steps}, --batch-size={args.batch_size} and --render-workers={args.render_workers} must be positive")
     return args
 
 
 def load_or_render(args: argparse.Namespace) -> RenderedSet:
-    cache = args.work_dir / f"renders_n{args.dataset_size}_r{args.resolution}_s{args.seed}.pt"
+    """The colour renders, and the normal-map renders after them when --normal-map-share > 0
+    (each cached in the work dir; the normal maps from seed + 1, so their cameras differ)."""
+    sets = [_cached_set(args, "colour", args.dataset_size, args.seed)]
+    if args.normal_map_share > 0:
+        sets.append(_cached_set(args, "normal_map", args.normal_map_dataset_size, args.seed + 1))
+    return RenderedSet.cat(sets) if len(sets) > 1 else sets[0]
+
+
+def _cached_set(args: argparse.Namespace, domain: str, size: int, seed: int) -> RenderedSet:
+    prefix = "renders" if domain == "colour" else domain
+    cache = args.work_dir / f"{prefix}_n{size}_r{args.resolution}_s{seed}.pt"
     if cache.exists():
         return RenderedSet(**torch.load(cache, weights_only=True))
-    data = render_set(args.dataset_size, args.resolution, args.seed, workers=args.render_workers)
+    data = render_set(size, args.resolution, seed, workers=args.render_workers, domain=domain)
     with atomic_path(cache) as tmp:
         torch.save(vars(data), tmp)
     return data
 
 
-def draw_rows(data: RenderedSet, batch_size: int, generator: torch.Generator, front_object_weight: float = 1.0, front_back_weight: float = 1.0) -> torch.Tensor:
+def draw_rows(
+    data: RenderedSet,
+    batch_size: int,
+    generator: torch.Generator,
+    front_object_weight: float = 1.0,
+    front_back_weight: float = 1.0,
+    normal_map_share: float = 0.0,
+) -> torch.Tensor:
     """Rows of one training batch: uniform, or with the objects that have a front (whose view words
     hinge on small details) `front_object_weight` times as likely as the others, and their front
-    and back views a further `front_back_weight` times as likely as their side and overhead ones."""
-    if front_object_weight == 1.0 and front_back_weight == 1.0:
+    and back views a further `front_back_weight` times as likely as their side and overhead ones;
+    normal-map rows make up `normal_map_share` of the draws."""
+    if front_object_weight == 1.0 and front_back_weight == 1.0 and normal_map_share == 0.0:
         return torch.randint(len(data), (batch_size,), generator=generator)
     has_front = torch.tensor([OBJECTS[name].has_front for name in OBJECT_NAMES])[data.object]
     front_or_back = (data.view == VIEWS.index("front")) | (data.view == VIEWS.index("back"))
     weight = torch.where(has_front, front_object_weight, 1.0) * torch.where(has_front & front_or_back, front_back_weight, 1.0)
+    if normal_map_share > 0.0:
+        normal = data.domain == DOMAINS.index("normal_map")
+        if not normal.any():
+            raise ValueError(f"normal_map_share={normal_map_share}, but the data holds no normal maps")
+        weight = torch.where(normal, normal_map_share * weight / weight[normal].sum(), (1 - normal_map_share) * weight / weight[~normal].sum())
     return torch.multinomial(weight, batch_size, replacement=True, generator=generator)
 
 
@@ -156,9 +190,10 @@ def loss_weights(alphas_cumprod: torch.Tensor, min_snr_gamma: float, x0_weight_f
 _FIRST_ARCHITECTURE = vars(PriorArchitecture(attention_head_dim=32, cross_attention_levels=2, self_attention_levels=2))
 
 
-def _load_exported(folder: Path, arch: PriorArchitecture, unet: torch.nn.Module, text_encoder: torch.nn.Module) -> list[str]:
+def _load_exported(folder: Path, arch: PriorArchitecture, unet: torch.nn.Module, text_encoder: torch.nn.Module) -> tuple[list[str], list[int]]:
     """Copy an exported prior's weights into `unet` and `text_encoder`; returns the commands that
-    trained them (its provenance history)."""
+    trained them (its provenance history) and the token ids of words its vocabulary lacked (their
+    embeddings start from the mean of the others, as `resize_token_embeddings` makes them)."""
     provenance_path = folder / "provenance.json"
     if not provenance_path.is_file():
         raise SystemExit(f"--init-from {folder}: no provenance.json there; is it an exported prior folder?")
@@ -166,9 +201,23 @@ def _load_exported(folder: Path, arch: PriorArchitecture, unet: torch.nn.Module,
     if _plain(provenance.get("architecture")) != _plain(vars(arch)):
         raise SystemExit(f"--init-from {folder} has architecture {provenance.get('architecture')}, not {vars(arch)}: pass the same architecture flags")
     exported = load_prior(folder)  # fp16 on disk, fp32 here
+    known_words = exported.text_encoder.get_input_embeddings().num_embeddings
+    vocabulary = text_encoder.get_input_embeddings().num_embeddings
+    if known_words < vocabulary:
+        exported.text_encoder.resize_token_embeddings(vocabulary)
     unet.load_state_dict(exported.unet.state_dict())
     text_encoder.load_state_dict(exported.text_encoder.state_dict())
-    return [*provenance.get("history", [provenance["command"]]), f"(exported to {folder}, then fine-tuned from it)"]
+    history = [*provenance.get("history", [provenance["command"]]), f"(exported to {folder}, then fine-tuned from it)"]
+    return history, list(range(known_words, vocabulary))
+
+
+def _train_only_rows(embedding: torch.nn.Parameter, rows: list[int]) -> None:
+    """With the text encoder frozen, the embeddings of new words (`rows`) still learn: every other
+    row's gradient is zeroed (and the embedding gets no weight decay, so those rows stay put)."""
+    trainable = torch.zeros(embedding.shape[0], 1, device=embedding.device)
+    trainable[rows] = 1.0
+    embedding.requires_grad_(True)
+    embedding.register_hook(lambda grad: grad * trainable)
 
 
 def _plain(value: object) -> object:
@@ -205,19 +254,28 @@ def main(argv: list[str] | None = None) -> None:
     scheduler = build_scheduler()
     params = list(unet.parameters()) + list(text_encoder.parameters())
     history: list[str] = []  # every command that trained these weights, in order (resumes may change flags)
+    new_token_rows: list[int] = []  # words the --init-from weights lacked
     checkpoint_path = args.work_dir / "checkpoint.pt"
-    if args.init_from is not None and not checkpoint_path.exists():
-        history = _load_exported(args.init_from, arch, unet, text_encoder)
+    state = torch.load(checkpoint_path, map_location=device, weights_only=True) if checkpoint_path.exists() else None
+    if args.init_from is not None and state is None:
+        history, new_token_rows = _load_exported(args.init_from, arch, unet, text_encoder)
+    elif state is not None:
+        new_token_rows = [int(row) for row in state.get("new_token_rows", [])]
     text_encoder.requires_grad_(not args.freeze_text_encoder)  # frozen weights get no grad, so AdamW skips them
+    embedding = text_encoder.get_input_embeddings().weight
+    if args.freeze_text_encoder and new_token_rows:
+        _train_only_rows(embedding, new_token_rows)
+        groups = [{"params": [p for p in params if p is not embedding]}, {"params": [embedding], "weight_decay": 0.0}]
+    else:
+        groups = [{"params": params}]
     ema = [p.detach().clone() for p in params]
-    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(groups, lr=args.lr, weight_decay=0.01)
     generator = torch.Generator().manual_seed(args.seed + 1)
     step = 0
     command = "python scripts/train_prior.py " + " ".join(argv if argv is not None else sys.argv[1:])
     trained_on = str(device)
 
-    if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+    if state is not None:
         saved_arch = state.get("architecture", _FIRST_ARCHITECTURE | {"resolution": args.resolution})
         if _plain(saved_arch) != _plain(vars(arch)):
             raise SystemExit(f"{checkpoint_path} was trained with architecture {saved_arch}, not {vars(arch)}: use another --work-dir")
@@ -248,6 +306,7 @@ def main(argv: list[str] | None = None) -> None:
             "history": history,
             "architecture": vars(arch),
             "device": trained_on,
+            "new_token_rows": torch.tensor(new_token_rows, dtype=torch.long),
         }
         with atomic_path(checkpoint_path) as tmp:
             torch.save(state, tmp)
@@ -264,6 +323,8 @@ def main(argv: list[str] | None = None) -> None:
                 "steps": step,
                 "batch_size": args.batch_size,
                 "dataset_size": args.dataset_size,
+                "normal_map_share": args.normal_map_share,
+                "normal_map_dataset_size": args.normal_map_dataset_size if args.normal_map_share > 0 else 0,
                 "architecture": vars(arch),
                 "device": trained_on,
             }
@@ -289,7 +350,7 @@ def main(argv: list[str] | None = None) -> None:
             save_checkpoint()
             print(f"time limit reached: stopped at step {step}")
             break
-        index = draw_rows(data, args.batch_size, generator, args.front_object_weight, args.front_back_weight)
+        index = draw_rows(data, args.batch_size, generator, args.front_object_weight, args.front_back_weight, args.normal_map_share)
         images = images_on_device[index.to(device)].permute(0, 3, 1, 2).float() / 127.5 - 1.0
         captions = captions_for(data, index, generator, args.caption_dropout, args.plain_caption_prob)
         ids = tokenizer(captions, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt").input_ids.to(device)

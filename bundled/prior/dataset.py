@@ -1,4 +1,5 @@
-"""Training images of the bundled prior: procedural objects seen by the SDS camera distribution."""
+"""Training images of the bundled prior: procedural objects seen by the SDS camera distribution,
+as shaded colour renders or as camera-space normal maps (Fantasia3D's geometry stage)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,15 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from bundled.world.objects import COLOURS, OBJECTS, caption
-from bundled.world.render import render_object
+from bundled.world.objects import COLOURS, OBJECTS, caption, normal_map_caption
+from bundled.world.render import render_normal_map, render_object
 from framework.cameras.camera import CameraBatch
 from framework.cameras.distribution import OrbitDistribution
 from framework.guidance.prompts import VIEWS, view_dependent_prompt, view_index
 
 COLOUR_NAMES = tuple(COLOURS)
 OBJECT_NAMES = tuple(OBJECTS)
+DOMAINS = ("colour", "normal_map")
 
 
 @dataclass
@@ -27,23 +29,35 @@ class RenderedSet:
     colour: Tensor  # [N] index into COLOUR_NAMES
     object: Tensor  # [N] index into OBJECT_NAMES
     view: Tensor  # [N] index into VIEWS
+    domain: Tensor | None = None  # [N] index into DOMAINS; None: all colour renders
+
+    def __post_init__(self) -> None:
+        if self.domain is None:
+            self.domain = torch.zeros(len(self.colour), dtype=torch.long)
+
+    @classmethod
+    def cat(cls, sets: "list[RenderedSet]") -> "RenderedSet":
+        return cls(*(torch.cat([getattr(s, name) for s in sets]) for name in ("images", "colour", "object", "view", "domain")))
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
 
-def render_set(size: int, resolution: int, seed: int, chunk: int = 64, workers: int = 1) -> RenderedSet:
+def render_set(size: int, resolution: int, seed: int, chunk: int = 64, workers: int = 1, domain: str = "colour") -> RenderedSet:
     """`size` renders with colour and object drawn uniformly and cameras from the SDS sampler's
     default distribution, deterministic in `seed` (the same for any number of `workers`: every
-    random draw happens here, the worker processes only render)."""
+    random draw happens here, the worker processes only render). `domain="normal_map"` draws the
+    same things but renders normal maps (the colour is then only a word of some captions)."""
     if size <= 0 or workers <= 0:
         raise ValueError(f"size={size} and workers={workers} must be positive")
+    if domain not in DOMAINS:
+        raise ValueError(f"domain={domain!r}: must be one of {DOMAINS}")
     generator = torch.Generator().manual_seed(seed)
     distribution = OrbitDistribution()
     colour = torch.randint(len(COLOUR_NAMES), (size,), generator=generator)
     obj = torch.randint(len(OBJECT_NAMES), (size,), generator=generator)
     starts = range(0, size, chunk)
-    chunks = [(obj[a : a + chunk], colour[a : a + chunk], distribution.sample(min(size, a + chunk) - a, resolution, generator)) for a in starts]
+    chunks = [(obj[a : a + chunk], colour[a : a + chunk], distribution.sample(min(size, a + chunk) - a, resolution, generator), domain) for a in starts]
     images = torch.empty(size, resolution, resolution, 3, dtype=torch.uint8)
     views = torch.empty(size, dtype=torch.long)
     with ExitStack() as stack:
@@ -52,32 +66,43 @@ def render_set(size: int, resolution: int, seed: int, chunk: int = 64, workers: 
             rendered = pool.map(_render_chunk, *zip(*chunks))
         else:
             rendered = map(_render_chunk, *zip(*chunks))
-        for start, (chunk_images, chunk_views) in zip(starts, tqdm(rendered, total=len(chunks), desc="rendering prior data", unit="chunk")):
+        for start, (chunk_images, chunk_views) in zip(starts, tqdm(rendered, total=len(chunks), desc=f"rendering prior data ({domain})", unit="chunk")):
             images[start : start + len(chunk_views)] = chunk_images
             views[start : start + len(chunk_views)] = chunk_views
-    return RenderedSet(images, colour, obj, views)
+    return RenderedSet(images, colour, obj, views, torch.full((size,), DOMAINS.index(domain)))
 
 
-def _render_chunk(obj: Tensor, colour: Tensor, cameras: CameraBatch) -> tuple[Tensor, Tensor]:
+def _render_chunk(obj: Tensor, colour: Tensor, cameras: CameraBatch, domain: str) -> tuple[Tensor, Tensor]:
     """uint8 renders [N, H, W, 3] and view indices [N] of one chunk."""
     images = torch.empty(len(obj), cameras.height, cameras.width, 3, dtype=torch.uint8)
     # Group by (object, colour) so every sphere trace sees one SDF.
     for key in torch.unique(obj * len(COLOUR_NAMES) + colour):
         o, c = divmod(int(key), len(COLOUR_NAMES))
         rows = ((obj == o) & (colour == c)).nonzero(as_tuple=True)[0]
-        rgb, _ = render_object(OBJECTS[OBJECT_NAMES[o]], COLOUR_NAMES[c], cameras.subset(rows))
+        if domain == "normal_map":
+            rgb, _ = render_normal_map(OBJECTS[OBJECT_NAMES[o]], cameras.subset(rows))
+        else:
+            rgb, _ = render_object(OBJECTS[OBJECT_NAMES[o]], COLOUR_NAMES[c], cameras.subset(rows))
         images[rows] = (rgb * 255).round().to(torch.uint8)
     return images, view_index(cameras.elevation_deg, cameras.azimuth_deg)
 
 
 def captions_for(data: RenderedSet, index: Tensor, generator: torch.Generator, drop_prob: float, plain_prob: float) -> list[str]:
-    """Captions for rows `index`: "a {colour} {object}, {view} view"; with probability
-    `plain_prob` without the view suffix, with probability `drop_prob` empty (classifier-free
-    guidance)."""
+    """Captions for rows `index`: "a {colour} {object}, {view} view" (normal maps: "a normal map
+    of a {object}, {view} view", half of them with the colour word: a prompt's colour must not
+    change its normal map); with probability `plain_prob` without the view suffix, with
+    probability `drop_prob` empty (classifier-free guidance)."""
     u = torch.rand(len(index), 2, generator=generator)
+    # Drawn only for sets with normal maps, so the colour-only recipes draw what they always drew.
+    has_normal_maps = bool((data.domain == DOMAINS.index("normal_map")).any())
+    with_colour = torch.rand(len(index), generator=generator) < 0.5 if has_normal_maps else torch.zeros(len(index), dtype=torch.bool)
     captions = []
-    for row, (drop, plain) in zip(index.tolist(), u.tolist()):
-        text = caption(COLOUR_NAMES[data.colour[row]], OBJECT_NAMES[data.object[row]])
+    for row, (drop, plain), coloured in zip(index.tolist(), u.tolist(), with_colour.tolist()):
+        colour, object_name = COLOUR_NAMES[data.colour[row]], OBJECT_NAMES[data.object[row]]
+        if DOMAINS[data.domain[row]] == "normal_map":
+            text = normal_map_caption(object_name, colour if coloured else None)
+        else:
+            text = caption(colour, object_name)
         if plain >= plain_prob:
             text = view_dependent_prompt(text, VIEWS[data.view[row]])
         captions.append("" if drop < drop_prob else text)

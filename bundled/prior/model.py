@@ -17,6 +17,8 @@ from framework.guidance.prompts import VIEWS
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
 MAX_TOKENS = 12
 _EXTRA_WORDS = ("a", "an", "the", "of", "view", ",")
+# Words added after the first weights: appended, so every older word keeps its token id.
+_NORMAL_MAP_WORDS = ("normal", "map")
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ class PriorArchitecture:
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
     """A word-level tokenizer over the bundled world's vocabulary (unknown words map to <unk>)."""
-    words = [PAD, EOS, UNK, *_EXTRA_WORDS, *COLOURS, *OBJECTS, *VIEWS]
+    words = [PAD, EOS, UNK, *_EXTRA_WORDS, *COLOURS, *OBJECTS, *VIEWS, *_NORMAL_MAP_WORDS]
     vocab = {word: i for i, word in enumerate(dict.fromkeys(words))}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     core.normalizer = normalizers.Lowercase()

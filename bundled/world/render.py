@@ -2,7 +2,8 @@
 
 Renders are sphere traced through the framework's cameras (one camera convention for the prior's
 training data, the SDS camera sampler and the evaluation), shaded Lambertian under a light that
-follows the camera, on a white background, with 2x2 supersampled edges.
+follows the camera, on a white background, with 2x2 supersampled edges. Normal maps use the
+framework's convention (`framework.renderers.normal_map`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from torch import Tensor
 
 from bundled.world.objects import ProceduralObject
 from framework.cameras.camera import CameraBatch
+from framework.renderers.normal_map import normal_map
 from framework.representations.lights import CameraLight
 
 WORLD_LIGHT = CameraLight()
@@ -53,25 +55,51 @@ def _normals(obj: ProceduralObject, points: Tensor, eps: float = 1e-3) -> Tensor
 @torch.no_grad()
 def render_object(obj: ProceduralObject, colour: str, cameras: CameraBatch, supersample: int = 2) -> tuple[Tensor, Tensor]:
     """Shaded RGB [B, H, W, 3] in [0, 1] on white, and coverage masks [B, H, W] in [0, 1]."""
-    fine = cameras.with_resolution(cameras.height * supersample, cameras.width * supersample)
-    origins, directions = fine.rays()
-    shape = origins.shape[:-1]
-    origins, directions = origins.reshape(-1, 3), directions.reshape(-1, 3)
-    t, hit = _sphere_trace(obj, origins, directions)
-    rgb = torch.ones_like(origins)
-    index = hit.nonzero(as_tuple=True)[0]
+    fine, shape, index, points = _trace(obj, cameras, supersample)
+    rgb = points.new_ones(shape[0] * shape[1] * shape[2], 3)
     if index.numel() > 0:
-        points = origins[index] + t[index, None] * directions[index]
         _, part = obj.evaluate(points)
         albedo = obj.part_colours(colour).to(points)[part]
         normals = _normals(obj, points)
         light = WORLD_LIGHT.directions(fine).repeat_interleave(shape[1] * shape[2], dim=0)[index]
         rgb[index] = (albedo * WORLD_LIGHT.brightness(normals, light)).clamp(0.0, 1.0)
-    rgb = rgb.view(*shape, 3)
-    mask = hit.to(rgb.dtype).view(*shape)
-    rgb = F.avg_pool2d(rgb.permute(0, 3, 1, 2), supersample).permute(0, 2, 3, 1)
-    mask = F.avg_pool2d(mask[:, None], supersample)[:, 0]
-    return rgb, mask
+    return _downsample(rgb.view(*shape, 3), supersample), _coverage(shape, index, supersample)
+
+
+@torch.no_grad()
+def render_normal_map(obj: ProceduralObject, cameras: CameraBatch, supersample: int = 2) -> tuple[Tensor, Tensor]:
+    """Camera-space normal maps [B, H, W, 3] in [0, 1] on white, and coverage masks [B, H, W]."""
+    _, shape, index, points = _trace(obj, cameras, supersample)
+    normals = points.new_zeros(shape[0] * shape[1] * shape[2], 3)
+    hit = points.new_zeros(normals.shape[0], 1)
+    if index.numel() > 0:
+        normals[index] = _normals(obj, points)
+        hit[index] = 1.0
+    fine = cameras.with_resolution(shape[1], shape[2])
+    colours = normal_map(normals.view(*shape, 3), hit.view(*shape, 1), fine)
+    return _downsample(colours, supersample), _coverage(shape, index, supersample)
+
+
+def _trace(obj: ProceduralObject, cameras: CameraBatch, supersample: int) -> tuple[CameraBatch, tuple[int, int, int], Tensor, Tensor]:
+    """The supersampled cameras, their image shape [B, H, W], the flat indices of the pixels that
+    hit the object, and the surface points of those pixels."""
+    fine = cameras.with_resolution(cameras.height * supersample, cameras.width * supersample)
+    origins, directions = fine.rays()
+    shape = tuple(origins.shape[:-1])
+    origins, directions = origins.reshape(-1, 3), directions.reshape(-1, 3)
+    t, hit = _sphere_trace(obj, origins, directions)
+    index = hit.nonzero(as_tuple=True)[0]
+    return fine, shape, index, origins[index] + t[index, None] * directions[index]
+
+
+def _downsample(image: Tensor, supersample: int) -> Tensor:
+    return F.avg_pool2d(image.permute(0, 3, 1, 2), supersample).permute(0, 2, 3, 1)
+
+
+def _coverage(shape: tuple[int, int, int], index: Tensor, supersample: int) -> Tensor:
+    mask = torch.zeros(shape[0] * shape[1] * shape[2], device=index.device)
+    mask[index] = 1.0
+    return F.avg_pool2d(mask.view(shape[0], 1, shape[1], shape[2]), supersample)[:, 0]
 
 
 @torch.no_grad()
