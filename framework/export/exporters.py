@@ -16,6 +16,7 @@ import torch
 from framework.export.gaussian_ply import write_gaussian_ply
 from framework.export.marching_cubes import extract_mesh, remove_floaters
 from framework.export.mesh_io import write_glb, write_obj
+from framework.export.pbr_bake import bake_field_textures, write_pbr_mesh
 from framework.export.texture_bake import write_textured_mesh
 from framework.representations.lights import CameraLight
 
@@ -90,3 +91,31 @@ class TexturedMeshFiles:
         mesh = system.representation_named(self.representation)
         paths = write_textured_mesh(self.export_dir, mesh.positions(), mesh.faces, mesh.uv, mesh.albedo(), unlit=self.light is None)
         return list(paths.values())
+
+
+class PBRMeshFiles:
+    """A surface with its PBR material baked into UV maps, as `model.glb` (glTF
+    metallic-roughness) and `model.obj` (+ `.mtl` + one PNG per map).
+
+    The representation offers `surface() -> (vertices [M, 3], faces [F, 3])`; the material
+    `system.materials[material]` offers `textures(points [N, 3])` -> `albedo`, `roughness`,
+    `metallic` (see `bake_field_textures`).
+
+    Args:
+        export_dir: the run's `export/` folder.
+        representation: the name of the surface's representation.
+        material: the name of the PBR material.
+        texture_size: resolution of the baked maps.
+    """
+
+    def __init__(self, export_dir: str | Path, representation: str = "main", material: str = "main", texture_size: int = 512) -> None:
+        self.export_dir = Path(export_dir)
+        self.representation = representation
+        self.material = material
+        self.texture_size = texture_size
+
+    @torch.no_grad()
+    def __call__(self, system: Any) -> list[Path]:
+        vertices, faces = system.representation_named(self.representation).surface()
+        baked = bake_field_textures(vertices, faces, system.materials[self.material].textures, self.texture_size)
+        return list(write_pbr_mesh(self.export_dir, *baked).values())
