@@ -84,6 +84,8 @@ OmegaConf.register_new_resolver("slug", slugify, replace=True)
 OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
 OmegaConf.register_new_resolver("sweep_group", sweep_group, replace=True)  # one wandb group per sweep
 OmegaConf.register_new_resolver("sum", lambda *values: sum(values), replace=True)  # stage lengths -> max_steps
+# ${choose:${guidance.latent},400,0}: a value that depends on a fact about the prior.
+OmegaConf.register_new_resolver("choose", lambda condition, if_true, if_false: if_true if condition else if_false, replace=True)
 
 
 def run_name(prompt: object, image: object) -> str:

@@ -26,8 +26,10 @@ class Conversion(Protocol):
     def __call__(self, source: nn.Module, render: Callable[[CameraBatch], dict]) -> nn.Module:
         """`render(cameras)` renders the previous stage (its representation, renderer, material)."""
 
-    def placeholder(self, shape_state: Mapping[str, Any]) -> nn.Module:
-        """An empty target of a checkpoint's shape, for its state dict to be loaded into."""
+    def placeholder(self, shape_state: Mapping[str, Any], source: nn.Module | None) -> nn.Module:
+        """An empty target of a checkpoint's shape, for its state dict to be loaded into;
+        `source` is the previous stage's representation (a target that copies part of it, such
+        as Magic3D's colour field, takes its architecture from there)."""
 
 
 @dataclass
@@ -40,7 +42,8 @@ class Stage:
     slots: the guidance slots active here, each with overrides of its settings (`weight`,
         `input`, `encoded`, `estimator`); None: every slot as configured.
     losses: the loss terms active here; None: every term.
-    learning_rates: parameter-name prefix -> learning rate (number or [[step, value], ...]);
+    learning_rates: parameter-name prefix -> learning rate (number or [[step, value], ...];
+        None freezes the parameters under the prefix in this stage);
         names start with `representation.` (this stage's representation), `background.`,
         `material.` or `guidance.<slot>.`; None: the system's `learning_rates`.
     resolution: the training cameras' resolution in this stage; None: the camera config's.
@@ -69,7 +72,7 @@ class Stage:
         if self.losses is not None:
             self.losses = list(self.losses)
         if self.learning_rates is not None:
-            self.learning_rates = {prefix: as_scalar(lr) for prefix, lr in self.learning_rates.items()}
+            self.learning_rates = {prefix: None if lr is None else as_scalar(lr) for prefix, lr in self.learning_rates.items()}
 
 
 def stage_starts(stages: Sequence[Stage]) -> list[int]:

@@ -284,14 +284,18 @@ class GenerationSystem(pl.LightningModule):
         return self.stage.learning_rates if self.stage.learning_rates is not None else self.learning_rates
 
     def stage_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        """One optimiser per learning-rate prefix (the longest matching prefix wins)."""
+        """One optimiser per learning-rate prefix (the longest matching prefix wins); a prefix
+        whose rate is None is frozen in this stage (Fantasia3D's geometry while its material
+        trains): its parameters get no optimiser."""
         rates = self.stage_learning_rates()
         groups: dict[str, list[nn.Parameter]] = {}
         for name, parameter in self.trainable_parameters():
             matches = [prefix for prefix in rates if name.startswith(prefix)]
             if not matches:
                 raise ValueError(f"stage {self.stage.name!r}: parameter {name!r} matches no prefix of its learning_rates {sorted(rates)}")
-            groups.setdefault(max(matches, key=len), []).append(parameter)
+            prefix = max(matches, key=len)
+            if rates[prefix] is not None:
+                groups.setdefault(prefix, []).append(parameter)
         return {prefix: self.optimizer_factory([{"params": params, "lr": 0.0, "name": prefix}]) for prefix, params in groups.items()}
 
     def configure_optimizers(self) -> OptimizerGroup:
@@ -331,10 +335,12 @@ class GenerationSystem(pl.LightningModule):
             if name in self.representations:
                 self.representations[name].load_shape_state(shape)
                 continue
-            producers = [s for s in self.stages if s.convert is not None and s.convert.target == name]
+            producers = [i for i, s in enumerate(self.stages) if s.convert is not None and s.convert.target == name]
             if not producers:
                 raise ValueError(f"the checkpoint holds a representation {name!r} this method never makes")
-            self.representations[name] = producers[0].convert.placeholder(shape).to(self.device)
+            index = producers[0]
+            source = self.representations[self.stages[index - 1].representation] if index > 0 else None
+            self.representations[name] = self.stages[index].convert.placeholder(shape, source).to(self.device)
         for stage_obj in self.stages:
             if stage_obj.densification is not None and stage_obj.name in checkpoint.get("densification", {}):
                 stage_obj.densification.load_state_dict(checkpoint["densification"][stage_obj.name])

@@ -60,7 +60,7 @@ class GrowBlob:
             grown.log_radius.copy_(source.log_radius)
         return grown
 
-    def placeholder(self, shape_state: Mapping[str, int]) -> ToyBlob:
+    def placeholder(self, shape_state: Mapping[str, int], source: nn.Module | None = None) -> ToyBlob:
         return ToyBlob(int(shape_state["n"]))
 
 

@@ -88,5 +88,5 @@ class GaussiansToTexturedMesh:
         texture, _ = bake_texture(vertices, faces, uv, cameras, images, masks, texture_size=self.texture_size, light=self.light)
         return TexturedMesh(vertices, faces, uv, texture, optimize_vertices=self.optimize_vertices)
 
-    def placeholder(self, shape_state: Mapping[str, Any]) -> TexturedMesh:
+    def placeholder(self, shape_state: Mapping[str, Any], source: GaussianModel | None = None) -> TexturedMesh:
         return TexturedMesh.empty(**shape_state)

@@ -119,3 +119,29 @@ class PBRMeshFiles:
         vertices, faces = system.representation_named(self.representation).surface()
         baked = bake_field_textures(vertices, faces, system.materials[self.material].textures, self.texture_size)
         return list(write_pbr_mesh(self.export_dir, *baked).values())
+
+
+class SurfaceMeshFiles:
+    """A surface with its representation's colour field baked into a UV albedo texture
+    (`model.glb`, `model.obj` + `.mtl` + `model_albedo.png`): Magic3D's DMTet, whose colour the
+    fine stage trained. The representation offers `surface()` and `albedo(points [N, 3])`.
+
+    Args:
+        export_dir: the run's `export/` folder.
+        representation: the name of the surface's representation.
+        texture_size: resolution of the baked texture.
+    """
+
+    def __init__(self, export_dir: str | Path, representation: str = "main", texture_size: int = 512) -> None:
+        self.export_dir = Path(export_dir)
+        self.representation = representation
+        self.texture_size = texture_size
+
+    @torch.no_grad()
+    def __call__(self, system: Any) -> list[Path]:
+        surface = system.representation_named(self.representation)
+        vertices, faces = surface.surface()
+        vertices, faces, uv, maps = bake_field_textures(
+            vertices, faces, lambda points: {"albedo": surface.albedo(points)}, self.texture_size, fields={"albedo": "albedo"}
+        )
+        return list(write_textured_mesh(self.export_dir, vertices, faces, uv, maps["albedo"]).values())

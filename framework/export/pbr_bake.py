@@ -11,7 +11,7 @@ evaluates the field there and fills the atlas's empty space from the nearest bak
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ def bake_field_textures(
     texture_size: int = 512,
     chunk_size: int = 65536,
     rasterizer: MeshRasterizer | None = None,
+    fields: Mapping[str, str] = FIELD_TO_MAP,
 ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
     """Unwrap a mesh and bake a PBR field into its texture maps.
 
@@ -45,6 +46,8 @@ def bake_field_textures(
         texture_size: T.
         chunk_size: points per `textures_fn` call, to bound its memory.
         rasterizer: rasterizes the UV layout; a default `MeshRasterizer()` if None.
+        fields: which entries of `textures_fn`'s result are baked, and the map each becomes
+            (`{"albedo": "base_color"}` bakes a colour field alone).
 
     Returns:
         vertices: [V', 3] the unwrapped mesh's vertices (seams split, see `unwrap_uv`).
@@ -66,17 +69,17 @@ def bake_field_textures(
         raise ValueError(f"bake_field_textures: no texel centre falls on the mesh at texture_size={texture_size}")
     points = rasterizer.interpolate(vertices, uv_rast, faces)[0][on_surface]  # [N, 3]
 
-    values: dict[str, list[Tensor]] = {name: [] for name in FIELD_TO_MAP}
+    values: dict[str, list[Tensor]] = {name: [] for name in fields}
     for chunk in points.split(chunk_size):
         textures = textures_fn(chunk)
-        missing = sorted(set(FIELD_TO_MAP) - set(textures))
+        missing = sorted(set(fields) - set(textures))
         if missing:
             raise ValueError(f"textures_fn returned no {missing} (keys: {sorted(textures)})")
-        for name in FIELD_TO_MAP:
+        for name in fields:
             values[name].append(textures[name].float().reshape(chunk.shape[0], -1))
 
     maps = {}
-    for name, map_name in FIELD_TO_MAP.items():
+    for name, map_name in fields.items():
         baked = torch.cat(values[name])
         texture = baked.new_zeros(texture_size, texture_size, baked.shape[1])
         texture[on_surface] = baked

@@ -47,6 +47,12 @@ class LatentDiffusionGuidance(ScoreDistillation):
         latents = self.vae.encode(rgb.to(self.device, torch.float32) * 2.0 - 1.0).latent_dist.mean
         return latents * self.vae.config.scaling_factor
 
+    def as_sample(self, images: Tensor) -> Tensor:
+        """Channels in [0, 1] as a latent sample with no VAE: resized to the latent grid, mapped
+        to [-1, 1] (Fantasia3D's normal map and mask; they must be as many as the UNet's)."""
+        size = self.resolution // 8
+        return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False).to(self.device) * 2.0 - 1.0
+
     @torch.no_grad()
     def decode_samples(self, x0: Tensor, size: tuple[int, int]) -> Tensor:
         images = self.vae.decode(x0.to(self.device, torch.float32) / self.vae.config.scaling_factor).sample

@@ -52,6 +52,10 @@ class PixelDiffusionGuidance(ScoreDistillation):
             rgb = F.interpolate(rgb, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False)
         return rgb * 2.0 - 1.0
 
+    def as_sample(self, images: Tensor) -> Tensor:
+        """A pixel prior's sample is the image: the same as `encode_images`."""
+        return self.encode_images(images)
+
     clip_denoised = True
 
     def decode_samples(self, x0: Tensor, size: tuple[int, int]) -> Tensor:

@@ -9,7 +9,7 @@ representation tensor (`representation.means`). Its terms are logged under its n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
@@ -19,7 +19,7 @@ from framework.guidance.condition import Condition
 from framework.schedules import Scalar, as_scalar
 
 REPRESENTATION_PREFIX = "representation."
-SLOT_SETTINGS = ("weight", "input", "encoded", "estimator")
+SLOT_SETTINGS = ("weight", "input", "encoded", "estimator", "text")
 
 Estimator = Callable[[Any, Tensor, Condition, int], dict[str, Tensor]]
 
@@ -31,11 +31,13 @@ class GuidanceSlot:
     guidance: a guidance (`ScoreDistillation` or any callable `(inputs, condition, step) -> terms`).
     input: a render key, a list of render keys, or `representation.<attribute>`.
     weight: multiplies the slot's `loss_*` terms (number, Schedule or [[step, value], ...]).
-    encoded: the input already is a model-space sample (channels last): it skips
-        `encode_images` and goes straight to `guidance.estimate` (Fantasia3D's normal + mask
-        latent).
+    encoded: the input's channels are the model-space sample itself, with no encoder: the
+        guidance's `as_sample` resizes them to its sample size and maps [0, 1] to [-1, 1]
+        (Fantasia3D's normal map + mask fed to a latent prior as its four latent channels).
     estimator: replaces the guidance's own step: `estimator(guidance, inputs, condition, step)`
         (a stage can swap SDS for another target, e.g. DreamGaussian's denoised image).
+    text: the slot's prompt, made from the run's: "{prompt}" is replaced by it (e.g. "a normal
+        map of {prompt}" for a prior that learnt normal maps); None: the run's prompt as is.
     """
 
     name: str
@@ -44,6 +46,7 @@ class GuidanceSlot:
     weight: Scalar = 1.0
     encoded: bool = False
     estimator: Estimator | None = None
+    text: str | None = None
 
     def __post_init__(self) -> None:
         self.weight = as_scalar(self.weight)
@@ -65,16 +68,23 @@ class GuidanceSlot:
 
     def __call__(self, inputs: Tensor, condition: Condition, step: int) -> dict[str, Tensor]:
         """The guidance's terms: `loss_*` (weighted into the total) and diagnostics."""
+        if self.text is not None and condition.text is not None:
+            condition = replace(condition, text=self.text.replace("{prompt}", condition.text))
         if self.estimator is not None:
             return self.estimator(self.guidance, inputs, condition, step)
         if self.encoded:
-            return self.guidance.estimate(inputs.permute(0, 3, 1, 2), condition, step)
+            return self.guidance.estimate(self.guidance.as_sample(inputs.permute(0, 3, 1, 2)), condition, step)
         return self.guidance(inputs, condition, step)
 
 
+# Facts about a prior that other parts of a method's config read (the light its images were lit
+# by; whether it denoises VAE latents): neither the guidance's arguments nor the slot's settings.
+PRIOR_FACTS = ("image_light", "latent")
+
+
 def split_slot_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A slot's config node -> (the guidance's own arguments, the slot's settings). Keys that
-    describe the prior's data for other parts of the config (`image_light`) belong to neither."""
-    guidance = {key: value for key, value in config.items() if key not in (*SLOT_SETTINGS, "image_light")}
+    """A slot's config node -> (the guidance's own arguments, the slot's settings); the
+    `PRIOR_FACTS` belong to neither."""
+    guidance = {key: value for key, value in config.items() if key not in (*SLOT_SETTINGS, *PRIOR_FACTS)}
     settings = {key: config[key] for key in SLOT_SETTINGS if key in config}
     return guidance, settings

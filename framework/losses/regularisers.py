@@ -7,6 +7,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from framework.cameras.batch import Batch
+from framework.losses.mesh_regularisers import laplacian_smoothness, normal_consistency, sdf_sign_entropy
 
 
 class OpacitySparsity:
@@ -33,3 +34,25 @@ class DepthVariance:
 
     def __call__(self, render: dict[str, Tensor], batch: Batch) -> Tensor:
         return render["z_variance"].mean()
+
+
+class LaplacianSmoothness:
+    """A mesh renderer's surface (`info`): mean squared uniform Laplacian of its vertices."""
+
+    def __call__(self, render: dict, batch: Batch) -> Tensor:
+        return laplacian_smoothness(render["info"]["vertices"], render["info"]["faces"])
+
+
+class NormalConsistency:
+    """A mesh renderer's surface: 1 - cos between the normals of faces sharing an edge."""
+
+    def __call__(self, render: dict, batch: Batch) -> Tensor:
+        return normal_consistency(render["info"]["vertices"], render["info"]["faces"])
+
+
+class SdfSignEntropy:
+    """A DMTet's grid SDF: cross-entropy of the signs across surface-crossing edges (removes
+    floaters and inner faces)."""
+
+    def __call__(self, render: dict, batch: Batch) -> Tensor:
+        return sdf_sign_entropy(render["info"]["sdf"], render["info"]["edges"])

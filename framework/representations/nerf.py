@@ -57,6 +57,10 @@ class NeRFField(nn.Module):
         raw = self.density_head(self.encoding(points))[..., 0]
         return F.softplus(raw + self._blob(points))
 
+    def albedo(self, points: Tensor) -> Tensor:
+        """points: [N, 3] -> albedo [N, 3] in [0, 1] (a mesh made from this field keeps its colour)."""
+        return torch.sigmoid(self.albedo_head(self.encoding(points)))
+
     def forward(self, points: Tensor) -> tuple[Tensor, Tensor]:
         """points: [N, 3] -> (density [N], albedo [N, 3] in [0, 1])."""
         features = self.encoding(points)

@@ -64,6 +64,9 @@ def test_an_encoded_slot_skips_the_image_encoder():
     calls = []
 
     class Recorder:
+        def as_sample(self, images):
+            return images * 2 - 1
+
         def estimate(self, x0, condition, step):
             calls.append(("estimate", tuple(x0.shape)))
             return {"loss_x": x0.sum()}
