@@ -1,7 +1,7 @@
 """Speed and memory of the building blocks, side by side in one run (machines are noisy: compare
 ratios within a table, not across runs).
 
-    python scripts/benchmark.py [--repeats 5] [--device cpu|cuda] [--only encodings,nerf,guidance,demo,splatting,dreamgaussian]
+    python scripts/benchmark.py [--repeats 5] [--device cpu|cuda] [--only encodings,nerf,guidance,demo,splatting,dreamgaussian,dmtet]
 
 Prints a table: median seconds over `--repeats` runs (after one warm-up), derived throughput, and
 peak memory (CUDA: per benchmark; CPU: the process's peak resident size so far).
@@ -227,7 +227,50 @@ def _dreamgaussian_steps(repeats: int, device: torch.device, backend: str) -> li
     ]
 
 
-BENCHMARKS = {"encodings": encodings, "nerf": nerf, "guidance": guidance, "demo": demo, "splatting": splatting, "dreamgaussian": dreamgaussian}
+def dmtet(repeats: int, device: torch.device) -> list[Row]:
+    """A DMTet step without the prior, at grid 32 and 64 and 64 and 128 px (batch 1, the CPU
+    defaults: triplane field, torch rasterizer): marching tetrahedra alone, then the whole
+    render (field, marching tetrahedra, rasterisation, shading, antialiasing) with its backward.
+    The surface is the fitted sphere of the default ellipsoid init."""
+    from framework.renderers.dmtet import DMTetRenderer
+    from framework.representations.dmtet import DMTet
+    from framework.representations.materials import LitMaterial
+
+    rows: list[Row] = []
+    material, background = LitMaterial(), SolidBackground()
+    for grid in (32, 64):
+        dmtet = DMTet(grid, encoding=TriplaneEncoding(64, 8), hidden=32).to(device)
+        renderer = DMTetRenderer("auto")
+
+        def marching() -> None:
+            with torch.no_grad():
+                dmtet.surface()
+
+        seconds, peak = measure(marching, repeats, device)
+        n_faces = dmtet.surface()[1].shape[0]
+        rows.append((f"DMTet grid {grid}: field + marching tets ({n_faces} faces)", seconds, f"{1 / seconds:.1f} it/s", peak))
+        for size in (64, 128):
+            cameras = CameraBatch.from_orbit(torch.tensor([15.0]), torch.tensor([30.0]), torch.tensor([2.5]), torch.tensor([40.0]), size).to(device)
+            shading = material.sample_shading(cameras, training=True)
+
+            def step() -> None:
+                out = renderer(dmtet, material, background, cameras, shading, training=True)
+                (out["rgb"].mean() + out["normal_map"].mean()).backward()
+
+            seconds, peak = measure(step, repeats, device)
+            rows.append((f"DMTet grid {grid} {size}px: render + backward", seconds, f"{1 / seconds:.1f} it/s", peak))
+    return rows
+
+
+BENCHMARKS = {
+    "encodings": encodings,
+    "nerf": nerf,
+    "guidance": guidance,
+    "demo": demo,
+    "splatting": splatting,
+    "dreamgaussian": dreamgaussian,
+    "dmtet": dmtet,
+}
 
 
 def main() -> None:
