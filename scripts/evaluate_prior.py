@@ -3,10 +3,11 @@
     python scripts/evaluate_prior.py [--prior DIR] [--samples-per-prompt 1] [--steps 50] [--objects mug house ...]
         [--guidance-scale 2] [--eta 0] [--timestep-spacing trailing] [--seed 0] [--out outputs/prior_eval]
 
-Reports colour, shape and view accuracy (see `bundled.evaluation.prior` for how each is
-judged), writes OUT/samples.png (objects x colours), OUT/views.png (front and back samples of the
-objects with a front) and OUT/prior_eval.json (with per-object accuracies). The last printed line
-is JSON with color_accuracy, shape_accuracy, view_accuracy and their counts.
+Reports colour, shape, view and normal-map shape accuracy (see `bundled.evaluation.prior` for how
+each is judged), writes OUT/samples.png (objects x colours), OUT/views.png (front and back samples
+of the objects with a front), OUT/normal_maps.png (objects x colour words) and
+OUT/prior_eval.json (with per-object accuracies). The last printed line is JSON with
+color_accuracy, shape_accuracy, view_accuracy, normal_map_shape_accuracy and their counts.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=tuple(OBJECTS),
         help="score only these objects (e.g. mug house snowman for more view samples in less time); shape is then judged among them only",
     )
+    parser.add_argument(
+        "--no-normal-maps", dest="normal_maps", action="store_false", help="skip the normal-map prompts ('a normal map of a red cube')"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default=str(default_device()), help="where the prior samples")
@@ -99,13 +103,15 @@ def main(argv: list[str] | None = None) -> None:
         )
 
     start = time.monotonic()
-    evaluation = evaluate_prior(sample, objects=args.objects, samples_per_prompt=args.samples_per_prompt)
+    evaluation = evaluate_prior(sample, objects=args.objects, samples_per_prompt=args.samples_per_prompt, with_normal_maps=args.normal_maps)
     seconds = time.monotonic() - start
-    n_images = evaluation.summary["n_samples"] + evaluation.summary["n_view_samples"]
+    n_images = evaluation.summary["n_samples"] + evaluation.summary["n_view_samples"] + evaluation.summary["n_normal_map_samples"]
 
     save_png(args.out / "samples.png", image_grid(evaluation.grid, padding=2))
     if evaluation.view_grid is not None:
         save_png(args.out / "views.png", image_grid(evaluation.view_grid, padding=2))
+    if evaluation.normal_map_grid is not None:
+        save_png(args.out / "normal_maps.png", image_grid(evaluation.normal_map_grid, padding=2))
     report = {
         **evaluation.summary,
         "per_object": evaluation.per_object,

@@ -10,7 +10,10 @@ each colour from a grid of views covering the SDS camera distribution, at 32 px)
 - view (objects with a front only): a "..., front view" sample is classed as showing the front
   (azimuth within 45 degrees of 0) rather than the back (within 45 of 180), and vice versa for
   "back view", by a small CNN trained on the front and back references
-  (`bundled.evaluation.view_classifier`, which says why not the nearest reference).
+  (`bundled.evaluation.view_classifier`, which says why not the nearest reference);
+- normal-map shape: a "a normal map of a {colour} {object}" sample (the words Fantasia3D's
+  geometry slot makes of a prompt) is nearest (L2) to a normal-map reference view of the prompted
+  object rather than of any other.
 
 Scored this way, ground-truth renders from random cameras of the SDS distribution reach about
 100 % colour, 95-97 % shape and 97 % view accuracy (the shipped judge: mug 100, house 100,
@@ -34,8 +37,8 @@ from tqdm import tqdm
 
 from bundled.evaluation.metrics import classify_colour, foreground_mask, mean_colour, nearest_candidate
 from bundled.evaluation.view_classifier import TRAIN_STEPS, FrontBackClassifier, train_front_back_classifier
-from bundled.world.objects import COLOURS, OBJECTS, caption
-from bundled.world.render import render_object
+from bundled.world.objects import COLOURS, OBJECTS, caption, normal_map_caption
+from bundled.world.render import render_normal_map, render_object
 from framework.cameras.camera import CameraBatch
 from framework.guidance.prompts import VIEWS, view_dependent_prompt
 
@@ -52,10 +55,11 @@ class PriorPrompt:
     colour: str
     object: str
     view: str | None = None
+    normal_map: bool = False
 
     @property
     def text(self) -> str:
-        plain = caption(self.colour, self.object)
+        plain = normal_map_caption(self.object, self.colour) if self.normal_map else caption(self.colour, self.object)
         return plain if self.view is None else view_dependent_prompt(plain, self.view)
 
 
@@ -67,6 +71,11 @@ def world_prompts(objects: Sequence[str], colours: Sequence[str]) -> list[PriorP
 def view_prompts(objects: Sequence[str], colours: Sequence[str]) -> list[PriorPrompt]:
     """"..., front view" and "..., back view" prompts of the objects that have a front."""
     return [PriorPrompt(c, o, v) for o in objects if OBJECTS[o].has_front for v in ("front", "back") for c in colours]
+
+
+def normal_map_prompts(objects: Sequence[str], colours: Sequence[str]) -> list[PriorPrompt]:
+    """Every "a normal map of a {colour} {object}" prompt, objects outermost."""
+    return [PriorPrompt(c, o, normal_map=True) for o in objects for c in colours]
 
 
 @dataclass(frozen=True)
@@ -146,6 +155,13 @@ def build_references(
     return PriorReferences(tuple(objects), tuple(colours), images, cameras.azimuth_deg, colour_means)
 
 
+def build_normal_map_references(objects: Sequence[str], grid: ReferenceGrid = ReferenceGrid()) -> Tensor:
+    """[K_o, V, h, w, 3] uint8 normal maps of every object from every grid view (no colour)."""
+    cameras = grid.cameras(COMPARE_RESOLUTION)
+    images = [render_normal_map(OBJECTS[name], cameras, supersample=1)[0] for name in objects]
+    return (torch.stack(images) * 255.0).round().to(torch.uint8)
+
+
 def _compare_size(images: Tensor) -> Tensor:
     """Images [B, H, W, 3] area-resampled to the references' resolution."""
     if images.shape[1:3] == (COMPARE_RESOLUTION, COMPARE_RESOLUTION):
@@ -166,6 +182,13 @@ def score_plain(images: Tensor, prompts: Sequence[PriorPrompt], references: Prio
         candidates = list(references.images[:, c])
         shape_ok[rows] = nearest_candidate(small[rows], candidates) == objects[rows]
     return colour_ok, shape_ok
+
+
+def score_normal_maps(images: Tensor, prompts: Sequence[PriorPrompt], objects: Sequence[str], references: Tensor) -> Tensor:
+    """Shape correctness [N] (bool) of normal-map samples [N, H, W, 3]: the nearest normal-map
+    reference view shows the prompted object (`references` from `build_normal_map_references`)."""
+    wanted = torch.tensor([list(objects).index(p.object) for p in prompts])
+    return nearest_candidate(_compare_size(images), list(references)) == wanted
 
 
 def train_view_classifier(references: PriorReferences, steps: int = TRAIN_STEPS, seed: int = 0, members: int = 1) -> FrontBackClassifier:
@@ -196,12 +219,15 @@ class PriorEvaluation:
         grid: [K_o, K_c, H, W, 3] the first sample of every plain prompt.
         view_grid: [2 * K_f, K_c, H, W, 3] the first front and back samples of the K_f objects
             with a front (rows: object 1 front, object 1 back, ...), or None.
+        normal_map_grid: [K_o, K_c, H, W, 3] the first normal-map sample of every object and
+            colour word, or None.
     """
 
     summary: dict
     per_object: dict
     grid: Tensor
     view_grid: Tensor | None
+    normal_map_grid: Tensor | None = None
 
 
 def _accuracy(correct: Tensor) -> float | None:
@@ -216,6 +242,7 @@ def evaluate_prior(
     with_views: bool = True,
     grid: ReferenceGrid = ReferenceGrid(),
     view_classifier: FrontBackClassifier | None = None,
+    with_normal_maps: bool = False,
 ) -> PriorEvaluation:
     """Sample every prompt `samples_per_prompt` times and score the samples.
 
@@ -226,6 +253,7 @@ def evaluate_prior(
         with_views: also score "front view" / "back view" prompts of objects with a front.
         grid: the reference views.
         view_classifier: the front/back judge (None: the shipped one).
+        with_normal_maps: also score "a normal map of a {colour} {object}" prompts.
     """
     if samples_per_prompt < 1:
         raise ValueError(f"samples_per_prompt={samples_per_prompt} must be at least 1")
@@ -236,26 +264,35 @@ def evaluate_prior(
             raise ValueError(f"{kind}={list(names)!r}: unknown {unknown}, repeated {repeated}; give distinct names among {sorted(known)}")
     plain = world_prompts(objects, colours) * samples_per_prompt
     viewed = view_prompts(objects, colours) * samples_per_prompt if with_views else []
-    images = sample([p.text for p in plain + viewed])
-    if images.ndim != 4 or images.shape[0] != len(plain) + len(viewed) or images.shape[-1] != 3:
-        raise ValueError(f"the sampler returned shape {tuple(images.shape)} for {len(plain) + len(viewed)} prompts")
-    plain_images, view_images = images[: len(plain)], images[len(plain) :]
+    normal = normal_map_prompts(objects, colours) * samples_per_prompt if with_normal_maps else []
+    images = sample([p.text for p in plain + viewed + normal])
+    if images.ndim != 4 or images.shape[0] != len(plain) + len(viewed) + len(normal) or images.shape[-1] != 3:
+        raise ValueError(f"the sampler returned shape {tuple(images.shape)} for {len(plain) + len(viewed) + len(normal)} prompts")
+    plain_images, view_images = images[: len(plain)], images[len(plain) : len(plain) + len(viewed)]
+    normal_images = images[len(plain) + len(viewed) :]
     references = build_references(objects, colours, grid)
     colour_ok, shape_ok = score_plain(plain_images, plain, references)
     if viewed:
         view_ok = score_views(view_images, viewed, view_classifier or FrontBackClassifier.load())
     else:
         view_ok = torch.zeros(0, dtype=torch.bool)
+    if normal:
+        normal_ok = score_normal_maps(normal_images, normal, objects, build_normal_map_references(objects, grid))
+    else:
+        normal_ok = torch.zeros(0, dtype=torch.bool)
 
     summary = {
         "color_accuracy": _accuracy(colour_ok),
         "shape_accuracy": _accuracy(shape_ok),
         "view_accuracy": _accuracy(view_ok),
+        "normal_map_shape_accuracy": _accuracy(normal_ok),
         "color_correct": int(colour_ok.sum()),
         "shape_correct": int(shape_ok.sum()),
         "view_correct": int(view_ok.sum()),
+        "normal_map_shape_correct": int(normal_ok.sum()),
         "n_samples": len(plain),
         "n_view_samples": len(viewed),
+        "n_normal_map_samples": len(normal),
     }
     per_object = {}
     for name in objects:
@@ -263,9 +300,12 @@ def evaluate_prior(
         entry = {"color_accuracy": _accuracy(colour_ok[rows]), "shape_accuracy": _accuracy(shape_ok[rows])}
         if viewed and OBJECTS[name].has_front:
             entry["view_accuracy"] = _accuracy(view_ok[torch.tensor([p.object == name for p in viewed])])
+        if normal:
+            entry["normal_map_shape_accuracy"] = _accuracy(normal_ok[torch.tensor([p.object == name for p in normal])])
         per_object[name] = entry
 
     size = images.shape[1:]
     sample_grid = plain_images[: len(objects) * len(colours)].reshape(len(objects), len(colours), *size)
     view_grid = view_images[: len(viewed) // samples_per_prompt].reshape(-1, len(colours), *size) if viewed else None
-    return PriorEvaluation(summary, per_object, sample_grid, view_grid)
+    normal_grid = normal_images[: len(normal) // samples_per_prompt].reshape(len(objects), len(colours), *size) if normal else None
+    return PriorEvaluation(summary, per_object, sample_grid, view_grid, normal_grid)

@@ -28,7 +28,7 @@ from bundled.evaluation.run import evaluate_run
 from bundled.evaluation.views import evaluation_cameras
 from bundled.prior.sampling import load_prior, sample_images
 from bundled.world.objects import OBJECTS, parse_prompt
-from bundled.world.render import object_mesh, render_object
+from bundled.world.render import object_mesh, render_normal_map, render_object
 from framework.cameras.camera import CameraBatch
 from framework.cameras.distribution import orbit_ring
 from framework.export.mesh_io import Texture, load_mesh_zup, write_glb
@@ -238,6 +238,36 @@ def test_prior_scorer_gives_ground_truth_full_marks():
     assert summary["n_samples"] == 8 and summary["n_view_samples"] == 8
     assert result.grid.shape == (4, 2, 32, 32, 3) and result.view_grid.shape == (4, 2, 32, 32, 3)
     assert set(result.per_object["mug"]) == {"color_accuracy", "shape_accuracy", "view_accuracy"}
+
+
+def test_normal_map_scorer_gives_true_normal_maps_full_marks_and_wrong_objects_none():
+    """True normal maps from views between the reference views are judged right; normal maps of
+    another object are judged wrong (a check of the scorer and its bookkeeping)."""
+    grid = ReferenceGrid(elevations_deg=(10.0, 40.0), n_azimuths=8, distances=(2.8,))
+    camera = CameraBatch.from_orbit(torch.tensor([15.0]), torch.tensor([50.0]), torch.tensor([2.75]), torch.tensor([42.5]), 32)
+    seen: list[str] = []
+
+    def sample(kind: str):
+        def draw(prompts: list[str]) -> torch.Tensor:
+            images = []
+            for prompt in prompts:
+                colour, name = parse_prompt(prompt)
+                if prompt.startswith("a normal map of"):
+                    seen.append(prompt)
+                    shown = name if kind == "true" else objects[(objects.index(name) + 1) % len(objects)]
+                    images.append(render_normal_map(OBJECTS[shown], camera)[0])
+                else:
+                    images.append(render_object(OBJECTS[name], colour, camera)[0])
+            return torch.cat(images)
+
+        return draw
+
+    objects = ("cube", "sphere", "cone", "torus")
+    good = evaluate_prior(sample("true"), objects=objects, colours=("red", "blue"), grid=grid, with_views=False, with_normal_maps=True)
+    assert good.summary["normal_map_shape_accuracy"] == 1.0 and good.summary["n_normal_map_samples"] == 8
+    assert seen[0] == "a normal map of a red cube" and good.normal_map_grid.shape == (4, 2, 32, 32, 3)
+    bad = evaluate_prior(sample("wrong"), objects=objects, colours=("red", "blue"), grid=grid, with_views=False, with_normal_maps=True)
+    assert bad.summary["normal_map_shape_accuracy"] == 0.0
 
 
 def test_sample_images_shape_range_and_determinism(tiny_pixel_prior):
