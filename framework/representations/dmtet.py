@@ -51,7 +51,7 @@ class DMTet(nn.Module):
     init_fit_steps: Adam steps that fit a field's SDF to the initial shape.
     colour: a module giving albedo [N, 3] at points [N, 3] through `albedo(points)` (Magic3D
         carries the NeRF's field over); None: white (the material has its own, Fantasia3D).
-    seed: of the initial fit's point jitter.
+    seed: of the field's MLP initialisation and of the initial fit's point jitter.
     """
 
     def __init__(
@@ -85,7 +85,11 @@ class DMTet(nn.Module):
         self.max_offset = deformation_limit * 2.0 * scale / resolution
         self.encoding = encoding
         if encoding is not None:
-            self.head = _mlp(encoding.out_dim, hidden, n_hidden_layers, 4)
+            # Seeded here, not from the global RNG: a conversion makes this DMTet mid-run, where
+            # a resumed run's global RNG differs from an uninterrupted one's.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                self.head = _mlp(encoding.out_dim, hidden, n_hidden_layers, 4)
             self.vertex_sdf = None
             self.vertex_deformation = None
         else:

@@ -1,0 +1,118 @@
+"""framework.renderers.dmtet and .normal_map: the render dict of a DMTet, the normal map's camera
+frame, gradients from the silhouette and the normal map to the SDF, a mesh that changes between
+renders, and the material's albedo (PBR) in place of the representation's."""
+
+from __future__ import annotations
+
+import torch
+
+from framework.cameras.camera import CameraBatch
+from framework.cameras.distribution import OrbitDistribution
+from framework.renderers.dmtet import DMTetRenderer
+from framework.renderers.normal_map import camera_space_normals, normal_map
+from framework.representations.background import SolidBackground
+from framework.representations.dmtet import DMTet, ellipsoid_sdf
+from framework.representations.encodings import TriplaneEncoding
+from framework.representations.environment_light import EnvironmentLight
+from framework.representations.materials import DiffuseMaterial
+from framework.representations.pbr import PBRMaterial
+
+SIZE = 32
+
+
+def _front_cameras(n: int = 1) -> CameraBatch:
+    """`n` cameras on the equator (azimuths 0, 90, ...) looking at the origin."""
+    return CameraBatch.from_orbit(torch.zeros(n), torch.arange(n) * 90.0, torch.full((n,), 2.8), torch.full((n,), 42.0), SIZE)
+
+
+def _sphere(radius: float = 0.5) -> DMTet:
+    return DMTet(resolution=16, encoding=None, init_radii=(radius,) * 3)
+
+
+def _render(dmtet: DMTet, cameras: CameraBatch, material: torch.nn.Module | None = None) -> dict:
+    material = material if material is not None else DiffuseMaterial()
+    return DMTetRenderer("torch")(dmtet, material, SolidBackground(), cameras, material.sample_shading(cameras, False), False)
+
+
+def test_render_keys_shapes_and_the_normal_map_of_a_sphere() -> None:
+    """A sphere seen from the front: camera-space normal (0, 0, 1) at the centre, i.e. colour
+    (0.5, 0.5, 1), in every view; white and empty in the corners."""
+    dmtet, cameras = _sphere(), _front_cameras(2)
+    render = _render(dmtet, cameras)
+    assert set(render) == {"rgb", "normal_map", "opacity", "depth", "normal", "albedo", "info"}
+    for key, channels in (("rgb", 3), ("normal_map", 3), ("opacity", 1), ("depth", 1), ("normal", 3), ("albedo", 3)):
+        assert render[key].shape == (2, SIZE, SIZE, channels), key
+    vertices, faces, sdf = dmtet.surface_with_sdf()
+    assert torch.equal(render["info"]["faces"], faces) and torch.equal(render["info"]["vertices"], vertices)
+    assert torch.equal(render["info"]["sdf"], sdf) and render["info"]["edges"] is dmtet.edges
+    centre = render["normal_map"][:, SIZE // 2 - 1 : SIZE // 2 + 1, SIZE // 2 - 1 : SIZE // 2 + 1].reshape(2, -1, 3)
+    torch.testing.assert_close(centre, torch.tensor([0.5, 0.5, 1.0]).expand_as(centre), atol=0.05, rtol=0)
+    for corner in (render["normal_map"][:, 0, 0], render["rgb"][:, -1, -1]):
+        assert torch.equal(corner, torch.ones(2, 3))
+    assert torch.equal(render["opacity"][:, 0, 0], torch.zeros(2, 1))
+    assert (render["opacity"][:, SIZE // 2, SIZE // 2] == 1).all()
+    # World normals of covered pixels are unit; the white albedo of a DMTet without colour.
+    covered = render["opacity"][..., 0] == 1
+    torch.testing.assert_close(render["normal"][covered].norm(dim=-1), torch.ones(int(covered.sum())), atol=1e-4, rtol=0)
+    assert torch.equal(render["albedo"][covered], torch.ones(int(covered.sum()), 3))
+    # The visible disk's radius in pixels: the sphere's silhouette at distance 2.8, fovy 42.
+    focal = SIZE / 2 / torch.tan(torch.deg2rad(torch.tensor(21.0)))
+    expected_area = torch.pi * (focal * 0.5 / (2.8**2 - 0.25) ** 0.5) ** 2
+    assert abs(render["opacity"][0].sum() / expected_area - 1) < 0.1
+
+
+def test_opacity_and_normal_map_gradients_reach_the_sdf() -> None:
+    """The silhouette (antialiased coverage) and the normal map both give the SDF a gradient."""
+    for key in ("opacity", "normal_map"):
+        dmtet = _sphere()
+        _render(dmtet, _front_cameras())[key].sum().backward()
+        assert dmtet.vertex_sdf.grad is not None and dmtet.vertex_sdf.grad.abs().sum() > 0, key
+        assert dmtet.vertex_deformation.grad.abs().sum() > 0, key
+
+
+def test_the_opacity_gradient_grows_the_silhouette() -> None:
+    """More coverage wanted: the gradient step lowers the SDF (grows the shape) somewhere, never
+    raises it at a surface vertex."""
+    dmtet = _sphere()
+    _render(dmtet, _front_cameras())["opacity"].sum().backward()
+    grad = dmtet.vertex_sdf.grad
+    assert (grad < 0).any() and grad.max() <= 1e-8
+
+
+def test_a_changed_sdf_changes_the_mesh_between_renders() -> None:
+    dmtet, cameras = _sphere(0.5), _front_cameras()
+    first = _render(dmtet, cameras)
+    with torch.no_grad():
+        dmtet.vertex_sdf.copy_(ellipsoid_sdf(dmtet.grid, (0.3, 0.3, 0.3)))
+    second = _render(dmtet, cameras)
+    assert len(first["info"]["faces"]) != len(second["info"]["faces"])
+    assert 0 < second["opacity"].sum() < first["opacity"].sum()
+
+
+def test_a_material_with_textures_gives_the_albedo() -> None:
+    """With PBRMaterial the albedo map is the material's field (here constant), not the DMTet's
+    white."""
+    material = PBRMaterial(encoding=TriplaneEncoding(resolution=8, channels=2), light=EnvironmentLight(n_levels=2, lut_size=8, lut_samples=64))
+    with torch.no_grad():
+        material.mlp[-1].weight.zero_()
+        material.mlp[-1].bias[:3] = torch.tensor([1.0, -1.0, 0.0])
+    render = _render(_sphere(), _front_cameras(), material)
+    covered = render["opacity"][..., 0] == 1
+    expected = torch.sigmoid(torch.tensor([1.0, -1.0, 0.0]))
+    torch.testing.assert_close(render["albedo"][covered], expected.expand(int(covered.sum()), 3))
+    assert torch.equal(render["albedo"][render["opacity"][..., 0] == 0], torch.zeros(int((render["opacity"] == 0).sum()), 3))
+    assert not torch.allclose(render["rgb"][covered], expected.expand(int(covered.sum()), 3))  # lit, not the albedo
+
+
+def test_camera_space_normals_are_opengl_camera_axes() -> None:
+    """Each camera's own right, up and back axes (c2w columns) become x, y and z; a normal map
+    colours the back axis (0.5, 0.5, 1) and uncovered pixels white."""
+    cameras = OrbitDistribution().sample(5, 4, torch.Generator().manual_seed(0))
+    axes = cameras.c2w[:, :3, :3].transpose(1, 2)  # [B, axis, xyz]: right, up, back in world
+    torch.testing.assert_close(camera_space_normals(axes, cameras), torch.eye(3).expand(5, 3, 3), atol=1e-5, rtol=0)
+    back = cameras.c2w[:, None, None, :3, 2].expand(5, 4, 4, 3)
+    coverage = torch.zeros(5, 4, 4, 1)
+    coverage[:, :2] = 1.0
+    colours = normal_map(2.0 * back, coverage, cameras)  # any length: normalised
+    torch.testing.assert_close(colours[:, :2], torch.tensor([0.5, 0.5, 1.0]).expand(5, 2, 4, 3), atol=1e-5, rtol=0)
+    assert torch.equal(colours[:, 2:], torch.ones(5, 2, 4, 3))
