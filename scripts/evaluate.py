@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bundled.evaluation.run import evaluate_run  # noqa: E402
+from bundled.evaluation.run import ASSET, eval_name, evaluate_run  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -25,6 +25,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--views", type=int, default=8)
     parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--asset", type=Path, default=Path(ASSET), help="the GLB or OBJ to score, relative to RUN_DIR (Magic3D's coarse NeRF: export/coarse/model.glb)")
     args = parser.parse_args(argv)
     if args.views < 1 or args.resolution < 1:
         parser.error(f"--views={args.views} and --resolution={args.resolution} must be positive")
@@ -34,7 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
-        result = evaluate_run(args.run_dir, args.views, args.resolution)
+        result = evaluate_run(args.run_dir, args.views, args.resolution, args.asset)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
@@ -42,8 +43,9 @@ def main(argv: list[str] | None = None) -> None:
         error = "n/a" if view["color_error"] is None else f"{view['color_error']:.3f}"
         pose = f"elevation {view['elevation']:5.1f} azimuth {view['azimuth']:6.1f}"
         print(f"{pose}: mask IoU {view['mask_iou']:.3f}, colour error {error}")
-    print(f"wrote {args.run_dir / 'eval.json'}")
-    summary = {key: result[key] for key in ("prompt", "mask_iou_mean", "color_error_mean", "dominant_colour", "colour_right", "n_views")}
+    print(f"wrote {args.run_dir / eval_name(args.asset)}")
+    keys = ("prompt", "asset", "mask_iou_mean", "color_error_mean", "dominant_colour", "colour_right", "watertight", "pbr_maps", "n_views")
+    summary = {key: result[key] for key in keys}
     print(json.dumps(summary))
 
 

@@ -33,12 +33,15 @@ def read_prompt(run_dir: str | Path) -> str:
     return prompt
 
 
-def evaluate_run(run_dir: str | Path, n_views: int = 8, resolution: int = 64) -> dict:
-    """Render RUN_DIR/export/model.glb and the prompt's true object from `evaluation_cameras` and
-    write RUN_DIR/eval.json: per-view mask IoU and colour error (mean absolute RGB difference
-    where both masks cover the pixel; null where they do not overlap), their means, the prompt, and
-    the dominant colour: the world colour whose true object's mean colour is nearest the asset's
-    in most views (`colour_right` says whether it is the prompt's).
+def evaluate_run(run_dir: str | Path, n_views: int = 8, resolution: int = 64, asset: str | Path = ASSET) -> dict:
+    """Render RUN_DIR/`asset` (export/model.glb) and the prompt's true object from
+    `evaluation_cameras` and write RUN_DIR/eval.json (eval_<folder>.json for another asset, e.g.
+    eval_coarse.json for Magic3D's export/coarse/model.glb): per-view mask IoU and colour error
+    (mean absolute RGB difference where both masks cover the pixel; null where they do not
+    overlap), their means, the prompt, the dominant colour: the world colour whose true object's
+    mean colour is nearest the asset's in most views (`colour_right` says whether it is the
+    prompt's), whether the surface is watertight once the copies of vertices along UV seams are
+    merged (`watertight`), and the glTF metallic-roughness maps it carries (`pbr_maps`).
 
     Returns:
         The dict written to eval.json.
@@ -50,7 +53,9 @@ def evaluate_run(run_dir: str | Path, n_views: int = 8, resolution: int = 64) ->
     run_dir = Path(run_dir)
     prompt = read_prompt(run_dir)
     colour, object_name = parse_prompt(prompt)
-    asset = load_asset(run_dir / ASSET)
+    asset_path = Path(asset)
+    watertight, pbr_maps = surface_facts(run_dir / asset_path)
+    asset = load_asset(run_dir / asset_path)
     cameras = evaluation_cameras(n_views, resolution)
     true_rgb, true_mask = render_object(OBJECTS[object_name], colour, cameras)
     rgb, mask = render_asset(asset, cameras)
@@ -60,21 +65,42 @@ def evaluate_run(run_dir: str | Path, n_views: int = 8, resolution: int = 64) ->
     dominant = dominant_colour(rgb, mask, object_name, cameras)
     result = {
         "prompt": prompt,
-        "asset": str(ASSET),
+        "asset": str(asset_path),
         "n_views": n_views,
         "resolution": resolution,
         "mask_iou_mean": sum(ious) / len(ious),
         "color_error_mean": sum(defined) / len(defined) if defined else None,
         "dominant_colour": dominant,
         "colour_right": dominant == colour,
+        "watertight": watertight,
+        "pbr_maps": pbr_maps,
         "views": [
             {"elevation": float(e), "azimuth": float(a), "mask_iou": iou, "color_error": error}
             for e, a, iou, error in zip(cameras.elevation_deg, cameras.azimuth_deg, ious, errors)
         ],
     }
-    with atomic_path(run_dir / "eval.json") as tmp:
+    with atomic_path(run_dir / eval_name(asset_path)) as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def eval_name(asset: Path) -> str:
+    """eval.json for the default asset, eval_<its folder>.json for another."""
+    return "eval.json" if asset == Path(ASSET) else f"eval_{asset.parent.name or asset.stem}.json"
+
+
+def surface_facts(path: Path) -> tuple[bool, list[str]]:
+    """(watertight once vertices at one position are merged, which glTF metallic-roughness maps
+    the material has) of a GLB or OBJ."""
+    import trimesh
+
+    if not path.is_file():
+        raise FileNotFoundError(f"asset {path} does not exist")
+    mesh = trimesh.load(path, force="mesh")
+    material = getattr(mesh.visual, "material", None)
+    maps = [name for name in ("baseColorTexture", "metallicRoughnessTexture", "normalTexture") if getattr(material, name, None) is not None]
+    mesh.merge_vertices(merge_tex=True, merge_norm=True)
+    return bool(mesh.is_watertight), maps
 
 
 def dominant_colour(rgb: Tensor, mask: Tensor, object_name: str, cameras: CameraBatch) -> str | None:
