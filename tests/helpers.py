@@ -79,3 +79,70 @@ def tiny_gaussian_overrides(run_dir: Path, prior: Path, gaussian_steps: int = 4,
         "callbacks.checkpoint.every_n_train_steps=1",
         "~callbacks.progress",
     ]
+
+
+def tiny_magic3d_overrides(run_dir: Path, prior: Path, coarse_steps: int = 3, fine_steps: int = 3) -> list[str]:
+    """A Magic3D run small enough for a unit test: the tiny NeRF of `tiny_overrides` at 32 px, then
+    48 px on an 8^3 DMTet (a 16^2 triplane) fitted in 100 steps to a 32^3 density grid. The
+    threshold 1.0 takes the untrained blob's ball of radius 0.47 (at 5.0 it is 0.25, one grid
+    cell); checkpoints after every step."""
+    return [
+        f"run_dir={run_dir}",
+        f"guidance.pretrained={prior}",
+        "guidance.embedding_cache_dir=null",
+        f"system.stages.coarse.steps={coarse_steps}",
+        f"system.stages.fine.steps={fine_steps}",
+        "trainer.val_check_interval=2",
+        "trainer.log_every_n_steps=1",
+        "trainer.enable_progress_bar=false",
+        "logger=csv",
+        f"camera.resolution=[[0,32],[{coarse_steps},48]]",
+        "camera.eval_resolution=32",
+        "camera.n_validation_views=2",
+        "camera.n_turntable_frames=4",
+        "renderer.n_samples=16",
+        "renderer.occupancy.resolution=16",
+        "renderer.occupancy.update_every=2",
+        "representation.encoding.resolution=16",
+        "representation.encoding.channels=4",
+        "system.stages.fine.convert.density_threshold=1.0",
+        "system.stages.fine.convert.grid_resolution=32",
+        "system.stages.fine.convert.fit_steps=100",
+        "system.stages.fine.convert.dmtet.resolution=8",
+        "system.stages.fine.convert.dmtet.encoding.resolution=16",
+        "system.stages.fine.convert.dmtet.encoding.channels=4",
+        "callbacks.export.exporters.coarse.resolution=32",
+        "++callbacks.export.exporters.mesh.texture_size=64",
+        "callbacks.checkpoint.every_n_train_steps=1",
+        "~callbacks.progress",
+    ]
+
+
+def tiny_fantasia3d_overrides(run_dir: Path, prior: Path, geometry_steps: int = 3, appearance_steps: int = 2) -> list[str]:
+    """A Fantasia3D run small enough for a unit test: an 8^3 DMTet (a 16^2 triplane, its sphere
+    fitted in 100 steps) and a 16^2 material triplane at 32 px, 64^2 PBR maps; checkpoints after
+    every step."""
+    return [
+        f"run_dir={run_dir}",
+        f"guidance.pretrained={prior}",
+        "guidance.embedding_cache_dir=null",
+        f"system.stages.geometry.steps={geometry_steps}",
+        f"system.stages.appearance.steps={appearance_steps}",
+        "trainer.val_check_interval=2",
+        "trainer.log_every_n_steps=1",
+        "trainer.enable_progress_bar=false",
+        "logger=csv",
+        "camera.resolution=32",
+        "camera.eval_resolution=32",
+        "camera.n_validation_views=2",
+        "camera.n_turntable_frames=4",
+        "representation.resolution=8",
+        "representation.encoding.resolution=16",
+        "representation.encoding.channels=4",
+        "representation.init_fit_steps=100",
+        "material.encoding.resolution=16",
+        "material.encoding.channels=4",
+        "++callbacks.export.exporters.mesh.texture_size=64",
+        "callbacks.checkpoint.every_n_train_steps=1",
+        "~callbacks.progress",
+    ]

@@ -15,6 +15,8 @@ from framework.cameras.batch import Batch, ReferenceView
 from framework.cameras.camera import CameraBatch
 from framework.cameras.datamodule import OrbitCameraDataModule
 from framework.cameras.distribution import OrbitDistribution
+from framework.guidance.condition import Condition
+from framework.guidance.latent import LatentDiffusionGuidance
 from framework.guidance.slot import GuidanceSlot
 from framework.launch import build_slots, run
 from framework.representations.background import SolidBackground
@@ -80,6 +82,54 @@ def test_an_encoded_slot_skips_the_image_encoder():
     GuidanceSlot("rgb", Recorder())(inputs, None, 0)
     assert calls == [("estimate", (2, 4, 8, 8)), ("call", (2, 8, 8, 4))]
 
+
+
+@pytest.mark.parametrize(("prompt", "seen"), [("a red cube", "a normal map of a red cube"), (None, None)])
+def test_a_stage_slot_text_templates_the_run_prompt(prompt, seen):
+    """The geometry stage asks for "a normal map of {prompt}"; another stage keeps the prompt as
+    it is; without a prompt (image-to-3D) there is no text to template."""
+    guidance = ToyGuidance()
+    system = GenerationSystem(
+        {"main": ToyBlob()}, {"main": ToyRenderer()}, {"main": DiffuseMaterial()}, SolidBackground(),
+        {"geometry": {"steps": 1, "slots": {"main": {"text": "a normal map of {prompt}"}}}, "appearance": {"steps": 1}},
+        slots={"main": GuidanceSlot("main", guidance)},
+        prompt=prompt,
+    )
+    batch = Batch(_front_camera())
+    system.compute_losses(system.render(batch.cameras, training=True), batch, 0)
+    system.stage_index = 1
+    system.compute_losses(system.render(batch.cameras, training=True), batch, 1)
+    assert [condition.text for condition in guidance.conditions] == [seen, prompt]
+
+
+def test_an_encoded_slot_feeds_a_latent_prior_its_channels_as_the_latent(tiny_latent_prior, monkeypatch):
+    """Fantasia3D's early geometry: a [B, H, W, 4] normal map + mask reaches `estimate` as
+    [B, 4, resolution / 8, resolution / 8] in [-1, 1] (resized, never through the VAE), and the
+    SDS gradient flows back to the render."""
+    guidance = LatentDiffusionGuidance(str(tiny_latent_prior), resolution=32, embedding_cache_dir=None, device="cpu", seed=0)
+    monkeypatch.setattr(guidance.vae, "encode", lambda *args, **kwargs: pytest.fail("the VAE encoded an encoded slot's input"))
+    seen = []
+    real_estimate = guidance.estimate
+
+    def estimate(x0, condition, step):
+        seen.append(x0)
+        return real_estimate(x0, condition, step)
+
+    monkeypatch.setattr(guidance, "estimate", estimate)
+    channels = torch.rand(2, 16, 16, 4, generator=torch.Generator().manual_seed(0))
+    channels[0, :8] = 0.0
+    channels[1, 8:] = 1.0  # the extremes map to -1 and 1
+    channels.requires_grad_(True)
+    cameras = OrbitDistribution().sample(2, 16, torch.Generator().manual_seed(1))
+    terms = GuidanceSlot("main", guidance, input=["normal_map", "opacity"], encoded=True)(channels, Condition(cameras, "a red cube"), 0)
+    (x0,) = seen
+    assert x0.shape == (2, 4, 4, 4)
+    assert x0.min() >= -1 and x0.max() <= 1 and x0[0, :, :2].max() == -1 and x0[1, :, 2:].min() == 1
+    expected = torch.nn.functional.interpolate(channels.detach().permute(0, 3, 1, 2), size=(4, 4), mode="bilinear", align_corners=False) * 2 - 1
+    torch.testing.assert_close(x0.detach(), expected, rtol=0, atol=1e-6)
+    assert torch.isfinite(terms["loss_sds"])
+    terms["loss_sds"].backward()
+    assert channels.grad is not None and channels.grad.abs().sum() > 0
 
 def _write_rgba(path, colour=(0, 128, 255)) -> None:
     image = np.zeros((16, 16, 4), dtype=np.uint8)

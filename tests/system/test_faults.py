@@ -27,7 +27,7 @@ from framework.utils.errors import RunStopped
 from framework.utils.nonfinite import NonFiniteGuard, NonFiniteStepError
 from hydra_plugins.resuming_submitit_launcher import requeue_overrides
 from framework.utils.run_record import read_record
-from tests.helpers import compose_config, tiny_gaussian_overrides, tiny_overrides
+from tests.helpers import compose_config, tiny_fantasia3d_overrides, tiny_gaussian_overrides, tiny_magic3d_overrides, tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
 DREAMFUSION_STEPS = 16
@@ -50,6 +50,14 @@ def _dreamfusion_command(prior: Path) -> list[str]:
 
 def _dreamgaussian_command(prior: Path) -> list[str]:
     return ["experiment=dreamgaussian", "prompt=a red cube", *_every_step(tiny_gaussian_overrides(Path("unused"), prior, gaussian_steps=6, texture_steps=3))]
+
+
+def _magic3d_command(prior: Path) -> list[str]:
+    return ["experiment=magic3d", "prompt=a red cube", *_every_step(tiny_magic3d_overrides(Path("unused"), prior, coarse_steps=4, fine_steps=4))]
+
+
+def _fantasia3d_command(prior: Path) -> list[str]:
+    return ["experiment=fantasia3d", "prompt=a red cube", *_every_step(tiny_fantasia3d_overrides(Path("unused"), prior, geometry_steps=4, appearance_steps=3))]
 
 
 def _start(arguments: list[str], cwd: Path) -> subprocess.Popen:
@@ -180,6 +188,31 @@ def test_sigkilled_dreamgaussian_run_resumes_with_resume_auto_exactly(tmp_path, 
     finally:
         straight.close()
 
+
+
+@pytest.mark.slow
+def test_sigkilled_magic3d_run_resumes_with_resume_auto_exactly(tmp_path, tiny_pixel_prior):
+    """4 coarse NeRF steps, the switch to the DMTet, 4 fine steps: the kill comes after step 2..6,
+    in the coarse stage (the checkpoint at the switch included: the conversion runs on resume) or
+    in the fine one (the DMTet is rebuilt from its checkpointed shape)."""
+    arguments = _magic3d_command(tiny_pixel_prior)
+    straight = _Straight(arguments, tmp_path / "straight")
+    try:
+        _kill_and_resume(arguments, tmp_path / "killed", 8, (2, 6), straight.final)
+    finally:
+        straight.close()
+
+
+@pytest.mark.slow
+def test_sigkilled_fantasia3d_run_resumes_with_resume_auto_exactly(tmp_path, tiny_pixel_prior):
+    """4 geometry steps, then 3 appearance steps on the frozen geometry: the kill comes after step
+    2..5, in either stage."""
+    arguments = _fantasia3d_command(tiny_pixel_prior)
+    straight = _Straight(arguments, tmp_path / "straight")
+    try:
+        _kill_and_resume(arguments, tmp_path / "killed", 7, (2, 5), straight.final)
+    finally:
+        straight.close()
 
 def test_resume_auto_starts_fresh_without_a_checkpoint_and_requeue_adds_it(tmp_path):
     cfg = compose_config(["prompt=a red cube", f"run_dir={tmp_path}", "resume=auto"])

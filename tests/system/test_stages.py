@@ -12,6 +12,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from framework.callbacks.stage_switch import StageSwitch
+from framework.cameras.batch import Batch
 from framework.cameras.datamodule import OrbitCameraDataModule
 from framework.cameras.distribution import OrbitDistribution
 from framework.guidance.slot import GuidanceSlot
@@ -117,3 +118,40 @@ def test_stage_and_loss_declarations_are_checked_at_start():
         GenerationSystem({"a": ToyBlob()}, {"main": ToyRenderer()}, {"main": DiffuseMaterial()}, SolidBackground(), {"s": {"steps": 1, "representation": "b"}})
     with pytest.raises(ValueError, match="unknown slots"):
         GenerationSystem({"main": ToyBlob()}, {"main": ToyRenderer()}, {"main": DiffuseMaterial()}, SolidBackground(), {"s": {"steps": 1, "slots": {"aux": {}}}})
+
+
+def test_a_null_learning_rate_freezes_its_prefix_for_the_stage(tmp_path):
+    """Fantasia3D's appearance stage freezes the geometry (`representation: null`): the frozen
+    prefix gets no optimiser and keeps its values over the stage's steps, although the loss
+    reaches it, while the other prefixes train; the next stage trains it again."""
+    system = GenerationSystem(
+        representations={"a": ToyBlob()},
+        renderers={"main": ToyRenderer()},
+        materials={"main": DiffuseMaterial()},
+        background=SolidBackground(),
+        stages={
+            "shape": {"steps": 2, "representation": "a", "learning_rates": {"representation.colours": None, "representation.log_radius": 0.05}},
+            "colour": {"steps": 2, "representation": "a", "learning_rates": {"representation": None, "representation.colours": 0.05}},
+        },
+        slots={"main": GuidanceSlot("main", ToyGuidance())},
+    )
+    assert set(system.stage_optimizers()) == {"representation.log_radius"}
+    datamodule = OrbitCameraDataModule(OrbitDistribution(), batch_size=1, resolution=8, seed=1, eval_resolution=8, n_validation_views=1)
+    trainer = pl.Trainer(
+        max_steps=4,
+        callbacks=[StageSwitch(), ModelCheckpoint(dirpath=tmp_path, filename="step{step}", every_n_train_steps=1, save_top_k=-1, auto_insert_metric_name=False)],
+        logger=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, accelerator="cpu",
+    )
+    trainer.fit(system, datamodule=datamodule)
+    states = {step: load_checkpoint_file(tmp_path / f"step{step}.ckpt") for step in range(1, 5)}
+    colours, radius = "representations.a.colours", "representations.a.log_radius"
+    assert set(states[2]["optimizer_states"][0]) == {"representation.log_radius"}
+    assert set(states[4]["optimizer_states"][0]) == {"representation.colours"}
+    assert torch.equal(states[1]["state_dict"][colours], states[2]["state_dict"][colours])
+    assert not torch.equal(states[1]["state_dict"][radius], states[2]["state_dict"][radius])
+    assert torch.equal(states[3]["state_dict"][radius], states[4]["state_dict"][radius])
+    assert not torch.equal(states[3]["state_dict"][colours], states[4]["state_dict"][colours])
+    # The loss does reach the frozen parameter: only the missing optimiser keeps it still.
+    batch = Batch(OrbitDistribution().sample(1, 8, torch.Generator().manual_seed(0)))
+    system.compute_losses(system.render(batch.cameras, training=True), batch, 3)["loss"].backward()
+    assert system.representations["a"].log_radius.grad.abs() > 0
