@@ -252,19 +252,26 @@ class GenerationSystem(pl.LightningModule):
             if admitted:
                 stage.densification.post_backward(self.representation, inner.members, step, render["info"])
             losses["n_gaussians"] = torch.tensor(float(self.representation.num_gaussians))
-        self.log_dict({f"train/{k}": v.detach().float() for k, v in losses.items()}, prog_bar=False)
         self.log("loss", losses["loss"].detach(), prog_bar=True, logger=False)
-        self.log("train/resolution", float(batch.cameras.height))
+        metrics = {f"train/{k}": float(v.detach()) for k, v in losses.items()}
+        self.log_step_metrics({**metrics, "train/resolution": float(batch.cameras.height), "train/skipped_steps": float(self.nonfinite.skipped_steps)}, step)
         return losses["loss"]
+
+    def log_step_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """This step's terms, straight to the loggers (every `trainer.log_every_n_steps`). Not
+        through `self.log`: Lightning keeps every key logged earlier in the epoch and repeats its
+        last value, so a stage's rows would show the previous stage's terms, frozen."""
+        if step % self.trainer.log_every_n_steps != 0 or not self.trainer.is_global_zero:
+            return
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=step)
 
     def admit_step(self, loss_finite: bool, optimizer: torch.optim.Optimizer) -> bool:
         """Whether this step's update may be applied, once its gradients are complete; a skipped
-        step leaves `optimizer` no gradients, so its `step()` changes nothing. Logs
-        `train/skipped_steps`. Every rank reaches the same verdict."""
+        step leaves `optimizer` no gradients, so its `step()` changes nothing (the training step
+        logs the count, `train/skipped_steps`). Every rank reaches the same verdict."""
         parameters = [p for group in optimizer.param_groups for p in group["params"]]
-        admitted = self.nonfinite.admit(self.global_step, loss_finite, parameters, self.trainer.strategy.reduce_boolean_decision)
-        self.log("train/skipped_steps", float(self.nonfinite.skipped_steps))
-        return admitted
+        return self.nonfinite.admit(self.global_step, loss_finite, parameters, self.trainer.strategy.reduce_boolean_decision)
 
     # --- optimisation ---------------------------------------------------------------------------
     def trainable_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
