@@ -157,3 +157,25 @@ def test_init_from_a_coarse_run_starts_the_fine_stage_in_a_new_run(tmp_path, coa
     assert [int(row["step"]) for row in rows] == list(range(COARSE, COARSE + FINE))
     assert all(row.get("train/loss_normal_consistency") and not row.get("train/loss_orientation") for row in rows)
     assert (second / "export/model.glb").is_file() and not (second / f"ckpts/step{COARSE:06d}.ckpt").exists()
+
+
+@pytest.mark.slow
+def test_two_priors_a_pixel_prior_for_the_coarse_nerf_and_a_latent_one_for_the_mesh(tmp_path, tiny_pixel_prior, tiny_latent_prior):
+    """Magic3D's own pairing (DeepFloyd IF / eDiff-I on the NeRF, Stable Diffusion on the mesh) as
+    README gives it: a second slot `fine`, each stage naming the slot it uses. Each slot logs in
+    its own stage only."""
+    extra = (
+        "+guidance@guidance_slots.fine=stable_diffusion",
+        f"guidance_slots.fine.pretrained={tiny_latent_prior}",
+        "guidance_slots.fine.resolution=32",
+        "guidance_slots.fine.embedding_cache_dir=null",
+        "+system.stages.coarse.slots={main:{}}",
+        "+system.stages.fine.slots={fine:{}}",
+    )
+    run_dir = _run(tmp_path, tiny_pixel_prior, None, *extra)
+    rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
+    coarse, fine = rows[:COARSE], rows[COARSE:]
+    assert len(fine) == FINE
+    assert all(row["train/loss_main_sds"] and not row.get("train/loss_fine_sds") for row in coarse)
+    assert all(row["train/loss_fine_sds"] and not row.get("train/loss_main_sds") for row in fine)
+    assert (run_dir / "export/model.glb").is_file()
