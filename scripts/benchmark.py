@@ -1,7 +1,7 @@
 """Speed and memory of the building blocks, side by side in one run (machines are noisy: compare
 ratios within a table, not across runs).
 
-    python scripts/benchmark.py [--repeats 5] [--device cpu|cuda] [--only encodings,nerf,guidance,demo,splatting,dreamgaussian,dmtet]
+    python scripts/benchmark.py [--repeats 5] [--device cpu|cuda] [--only encodings,...,dmtet,dmtet_methods] [--stable-diffusion DIR]
 
 Prints a table: median seconds over `--repeats` runs (after one warm-up), derived throughput, and
 peak memory (CUDA: per benchmark; CPU: the process's peak resident size so far).
@@ -113,15 +113,16 @@ def guidance(repeats: int, device: torch.device) -> list[Row]:
     return [("SDS step, bundled prior (CFG, 64px)", seconds, f"{1 / seconds:.2f} it/s", peak)]
 
 
-def build_experiment(experiment: str, device: torch.device, backend: str = "auto") -> tuple[Any, Any, Any]:
+def build_experiment(experiment: str, device: torch.device, backend: str = "auto", overrides: tuple[str, ...] = ()) -> tuple[Any, Any, Any]:
     """(config, system, datamodule) of the README's run of `experiment`: the real configs,
     composed and built as launch does."""
     from hydra import compose, initialize_config_dir
 
     from framework.launch import build_system
 
+    common = [f"experiment={experiment}", f"backend={backend}", "prompt=a red cube", "run_dir=/tmp/sds3d-benchmark", "guidance.embedding_cache_dir=null"]
     with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"experiment={experiment}", f"backend={backend}", "prompt=a red cube", "run_dir=/tmp/sds3d-benchmark", "guidance.embedding_cache_dir=null"])
+        cfg = compose(config_name="config", overrides=[*common, *overrides])
     system, datamodule = build_system(cfg, device)
     return cfg, system.to(device), datamodule
 
@@ -262,6 +263,44 @@ def dmtet(repeats: int, device: torch.device) -> list[Row]:
     return rows
 
 
+def stage_steps(experiment: str, repeats: int, device: torch.device, overrides: tuple[str, ...] = ()) -> list[Row]:
+    """Seconds per training step in every stage of `experiment` (the real configs; each stage's
+    conversion runs first, untimed; densification excluded), and the run's optimisation time."""
+    cfg, system, datamodule = build_experiment(experiment, device, overrides=overrides)
+    step_index = iter(range(10**9))
+    rows: list[Row] = []
+    total = 0.0
+    for index, stage in enumerate(system.stages):
+        if stage.steps == 0:
+            continue
+        system.enter_stage(index)
+        group = system.configure_optimizers()
+
+        def step() -> None:
+            at = next(step_index)
+            batch = Batch(datamodule.training_batch(at)).to(device)
+            system.set_learning_rates(group, at)
+            system.renderers[system.stage.renderer].update(system.representation, at)
+            loss = system.compute_losses(system.render(batch.cameras, training=True), batch, at)["loss"]
+            group.zero_grad()
+            loss.backward()
+            group.step()
+
+        seconds, peak = measure(step, repeats, device)
+        total += stage.steps * seconds
+        rows.append((f"{experiment} {stage.name} step ({stage.steps} steps)", seconds, f"{1 / seconds:.2f} it/s", peak))
+    rows.append((f"{experiment}: all stages' steps (excl. conversions, exports)", total, f"~{total / 60:.1f} min", float("nan")))
+    return rows
+
+
+def dmtet_methods(repeats: int, device: torch.device, stable_diffusion: str | None = None) -> list[Row]:
+    """Magic3D's and Fantasia3D's steps per stage with the default prior, or with a Stable
+    Diffusion folder (`--stable-diffusion DIR`: 512 px renders for the mesh stages, the prior's
+    latent fact)."""
+    overrides: tuple[str, ...] = () if stable_diffusion is None else ("guidance=stable_diffusion", f"guidance.pretrained={stable_diffusion}")
+    return [row for experiment in ("magic3d", "fantasia3d") for row in stage_steps(experiment, repeats, device, overrides)]
+
+
 BENCHMARKS = {
     "encodings": encodings,
     "nerf": nerf,
@@ -270,6 +309,7 @@ BENCHMARKS = {
     "splatting": splatting,
     "dreamgaussian": dreamgaussian,
     "dmtet": dmtet,
+    "dmtet_methods": dmtet_methods,
 }
 
 
@@ -278,6 +318,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default=str(default_device()))
     parser.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {list(BENCHMARKS)}")
+    parser.add_argument(
+        "--stable-diffusion",
+        default=None,
+        help="a Stable Diffusion folder (e.g. one made by make_sd21.py with random weights): dmtet_methods times the methods with it at 512 px",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
@@ -288,7 +333,8 @@ def main() -> None:
     print(f"| {'benchmark':<58} | {'median s':>9} | {'throughput':>18} | {'peak MB':>8} |")
     print(f"|{'-' * 60}|{'-' * 11}|{'-' * 20}|{'-' * 10}|")
     for name in chosen:
-        for label, seconds, throughput, peak in BENCHMARKS[name](args.repeats, device):
+        extra = {"stable_diffusion": args.stable_diffusion} if name == "dmtet_methods" else {}
+        for label, seconds, throughput, peak in BENCHMARKS[name](args.repeats, device, **extra):
             print(f"| {label:<58} | {seconds:>9.4f} | {throughput:>18} | {peak:>8.0f} |", flush=True)
 
 
