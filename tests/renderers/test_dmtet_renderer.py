@@ -4,6 +4,7 @@ renders, and the material's albedo (PBR) in place of the representation's."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from framework.cameras.camera import CameraBatch
@@ -116,3 +117,48 @@ def test_camera_space_normals_are_opengl_camera_axes() -> None:
     colours = normal_map(2.0 * back, coverage, cameras)  # any length: normalised
     torch.testing.assert_close(colours[:, :2], torch.tensor([0.5, 0.5, 1.0]).expand(5, 2, 4, 3), atol=1e-5, rtol=0)
     assert torch.equal(colours[:, 2:], torch.ones(5, 2, 4, 3))
+
+
+def _needs_cuda_and(module: str):
+    import importlib.util
+
+    return pytest.mark.skipif(
+        not torch.cuda.is_available() or importlib.util.find_spec(module) is None, reason=f"needs CUDA and {module}"
+    )
+
+
+@pytest.mark.gpu
+@_needs_cuda_and("nvdiffrast")
+def test_nvdiffrast_renders_a_dmtet_like_the_torch_rasterizer():
+    """The same DMTet (its mesh changes with every SDF) through nvdiffrast on CUDA and through the
+    torch rasterizer: coverage, normal map and the SDF's gradient agree (nvdiffrast snaps vertices
+    to a sub-pixel grid, so a few edge pixels may differ)."""
+    results = {}
+    for backend, device in (("torch", "cpu"), ("cuda", "cuda")):
+        dmtet = DMTet(resolution=16, encoding=None, init_radii=(0.55, 0.4, 0.3)).to(device)
+        cameras = OrbitDistribution().sample(2, 64, torch.Generator().manual_seed(0)).to(device)
+        material = DiffuseMaterial()
+        out = DMTetRenderer(backend)(dmtet, material, SolidBackground().to(device), cameras, material.sample_shading(cameras, False), False)
+        (out["opacity"].sum() + out["normal_map"].sum()).backward()
+        results[backend] = [t.detach().cpu() for t in (out["opacity"], out["normal_map"], dmtet.vertex_sdf.grad)]
+    (opacity_t, normal_t, grad_t), (opacity_c, normal_c, grad_c) = results["torch"], results["cuda"]
+    assert (opacity_t - opacity_c).abs().mean() < 5e-3
+    assert (normal_t - normal_c).abs().mean() < 5e-3
+    assert torch.nn.functional.cosine_similarity(grad_t, grad_c, dim=0) > 0.95
+
+
+@pytest.mark.gpu
+@_needs_cuda_and("tinycudann")
+def test_a_hash_grid_dmtet_has_the_same_sdf_and_mesh_on_tinycudann_and_in_torch():
+    """One hash-grid DMTet: its SDF at the grid's vertices and its mesh from tinycudann's kernel
+    and from the torch encoding (same parameters)."""
+    from framework.representations.encodings import HashGridEncoding
+
+    dmtet = DMTet(resolution=32, encoding=HashGridEncoding(n_levels=8, log2_hashmap_size=14, base_resolution=8, finest_resolution=256), hidden=32).cuda()
+    sdf_cuda, _ = dmtet.sdf_and_deformation()
+    vertices_cuda, faces_cuda = dmtet.surface()
+    dmtet.encoding.backend = "torch"
+    sdf_torch, _ = dmtet.sdf_and_deformation()
+    vertices_torch, faces_torch = dmtet.surface()
+    torch.testing.assert_close(sdf_cuda, sdf_torch, atol=1e-3, rtol=0)
+    assert faces_cuda.shape[0] == pytest.approx(faces_torch.shape[0], rel=0.01)
