@@ -23,6 +23,8 @@ constructor, moved by `.to(device)`, never written to checkpoints.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import math
 
 import torch
@@ -105,18 +107,24 @@ def sky_radiance(
     sun_azimuth_deg: float = -30.0,
     sun_strength: float = 8.0,
     sun_width_deg: float = 10.0,
+    zenith: Sequence[float] = (0.30, 0.50, 0.95),
+    horizon: Sequence[float] = (0.85, 0.90, 1.00),
+    ground: Sequence[float] = (0.30, 0.27, 0.24),
 ) -> Tensor:
     """The default environment, procedural so that nothing is downloaded: a blue sky brightening
     towards the horizon, a warm grey ground, and a soft sun (a Gaussian of the angle to its centre,
     wide enough for a 32-row map to resolve) in front of the object (+x), raised and to the left as
     seen from a camera in front, like the bundled world's `CameraLight`.
 
+    `zenith`, `horizon` and `ground` are the sky's and the ground's linear colours (a neutral,
+    brighter set suits a prior whose images were lit white, as the bundled world's).
+
     Returns:
         [height, 2 * height, 3] linear radiance.
     """
     directions = equirect_directions(height, 2 * height)
     up = directions[..., 2:]
-    zenith, horizon, ground = torch.tensor([0.30, 0.50, 0.95]), torch.tensor([0.85, 0.90, 1.00]), torch.tensor([0.30, 0.27, 0.24])
+    zenith, horizon, ground = torch.tensor(zenith), torch.tensor(horizon), torch.tensor(ground)
     sky = horizon + (zenith - horizon) * up.clamp(min=0.0).sqrt()
     above = ((up + 0.05) / 0.1).clamp(0.0, 1.0)  # a soft horizon (about 6 degrees) that does not alias
     radiance = ground + (sky - ground) * above
