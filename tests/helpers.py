@@ -83,7 +83,7 @@ def tiny_gaussian_overrides(run_dir: Path, prior: Path, gaussian_steps: int = 4,
 
 def tiny_magic3d_overrides(run_dir: Path, prior: Path, coarse_steps: int = 3, fine_steps: int = 3) -> list[str]:
     """A Magic3D run small enough for a unit test: the tiny NeRF of `tiny_overrides` at 32 px, then
-    48 px on an 8^3 DMTet (a 16^2 triplane) fitted in 100 steps to a 32^3 density grid. The
+    48 px on an 8^3 DMTet (per-vertex SDF, Magic3D's default) set from a 32^3 density grid. The
     threshold 1.0 takes the untrained blob's ball of radius 0.47 (at 5.0 it is 0.25, one grid
     cell); checkpoints after every step."""
     return [
@@ -109,8 +109,6 @@ def tiny_magic3d_overrides(run_dir: Path, prior: Path, coarse_steps: int = 3, fi
         "system.stages.fine.convert.grid_resolution=32",
         "system.stages.fine.convert.fit_steps=100",
         "system.stages.fine.convert.dmtet.resolution=8",
-        "system.stages.fine.convert.dmtet.encoding.resolution=16",
-        "system.stages.fine.convert.dmtet.encoding.channels=4",
         "callbacks.export.exporters.coarse.resolution=32",
         "++callbacks.export.exporters.mesh.texture_size=64",
         "callbacks.checkpoint.every_n_train_steps=1",

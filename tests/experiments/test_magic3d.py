@@ -77,14 +77,14 @@ def test_magic3d_config_builds_a_nerf_stage_then_a_dmtet_stage(tmp_path, tiny_pi
     assert system.representation is dmtet and isinstance(dmtet, DMTet) and dmtet.shape_state() == {"resolution": 8, "scale": 1.0}
     assert isinstance(system.renderers["dmtet"], DMTetRenderer)
     assert isinstance(dmtet.colour, NeRFField) and dmtet.colour is not system.representations["main"]
-    assert set(system.stage_optimizers()) == {"representation.encoding", "representation.head", "representation.colour.encoding", "representation.colour"}  # the solid background has no parameters
+    assert set(system.stage_optimizers()) == {"representation", "representation.colour.encoding", "representation.colour"}  # the solid background has no parameters
     batch = Batch(datamodule.training_batch(COARSE))
     assert batch.cameras.height == 48
     render = system.render(batch.cameras, training=True)
     losses = system.compute_losses(render, batch, COARSE)
     assert {"loss_main_sds", "loss_normal_consistency", "loss_sdf_sign_entropy"} <= set(losses) and "loss_orientation" not in losses
     losses["loss"].backward()
-    assert dmtet.encoding.planes.grad.abs().sum() > 0 and dmtet.colour.encoding.planes.grad.abs().sum() > 0
+    assert dmtet.vertex_sdf.grad.abs().sum() > 0 and dmtet.colour.encoding.planes.grad.abs().sum() > 0
 
 
 @pytest.mark.slow
@@ -101,15 +101,15 @@ def test_tiny_magic3d_run_writes_every_output(straight):
     state = load_checkpoint_file(straight / "ckpts/last.ckpt")
     assert state["global_step"] == COARSE + FINE and state["stage"] == "fine"
     assert state["representation_shapes"] == {"dmtet": {"resolution": 8, "scale": 1.0}}
-    assert {"representations.main.encoding.planes", "representations.dmtet.encoding.planes", "representations.dmtet.colour.encoding.planes"} <= set(state["state_dict"])
+    assert {"representations.main.encoding.planes", "representations.dmtet.vertex_sdf", "representations.dmtet.vertex_deformation", "representations.dmtet.colour.encoding.planes"} <= set(state["state_dict"])
     # The fine stage trains the DMTet only: the NeRF keeps its weights from the switch on.
     at_switch = load_checkpoint_file(straight / f"ckpts/step{COARSE:06d}.ckpt")
-    assert at_switch["stage"] == "coarse" and "representations.dmtet.encoding.planes" not in at_switch["state_dict"]
+    assert at_switch["stage"] == "coarse" and "representations.dmtet.vertex_sdf" not in at_switch["state_dict"]
     for key, value in at_switch["state_dict"].items():
         if key.startswith("representations.main."):
             assert torch.equal(state["state_dict"][key], value), key
     after_one_fine_step = load_checkpoint_file(straight / f"ckpts/step{COARSE + 1:06d}.ckpt")["state_dict"]
-    assert not torch.equal(after_one_fine_step["representations.dmtet.encoding.planes"], state["state_dict"]["representations.dmtet.encoding.planes"])
+    assert not torch.equal(after_one_fine_step["representations.dmtet.vertex_sdf"], state["state_dict"]["representations.dmtet.vertex_sdf"])
     # Each stage's loss is its own terms: SDS and the orientation loss, then SDS and the mesh
     # regularisers. (A term a stage no longer computes keeps its last value in later rows of
     # metrics.csv, Lightning's step cache: the totals tell which terms were in the loss.)
