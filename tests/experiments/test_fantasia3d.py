@@ -121,17 +121,18 @@ def test_tiny_fantasia3d_run_writes_every_output(straight):
     for earlier, later, still, moving in ((first, switch, "materials.main.", "representations.main."), (switch, state, "representations.main.", "materials.main.")):
         assert all(torch.equal(value, _weights(later, still)[key]) for key, value in _weights(earlier, still).items()), still
         assert not all(torch.equal(value, _weights(later, moving)[key]) for key, value in _weights(earlier, moving).items()), moving
-    # Each stage's loss is its own terms (a term no longer computed keeps its last value in later
-    # rows of metrics.csv, Lightning's step cache: the totals tell which terms were in the loss).
+    # Each stage's loss is its own terms, and each row of metrics.csv shows only its step's terms.
     weights = compose_config(_overrides(straight, Path("unused"))).loss.weights
+    mesh_terms = [name for name in ("laplacian_smoothness", "normal_consistency", "sdf_sign_entropy") if weights[name] != 0]
     rows = _rows(straight)
-    assert [int(row["step"]) for row in rows] == list(range(GEOMETRY + APPEARANCE))
+    assert [int(row["step"]) for row in rows] == list(range(GEOMETRY + APPEARANCE)) and mesh_terms
     for row in rows:
         sds = float(row["train/loss_main_sds"])
         if int(row["step"]) < GEOMETRY:
-            expected = sds + weights.normal_consistency * float(row["train/loss_normal_consistency"]) + weights.sdf_sign_entropy * float(row["train/loss_sdf_sign_entropy"])
+            expected = sds + sum(weights[name] * float(row[f"train/loss_{name}"]) for name in mesh_terms)
         else:
             expected = sds
+            assert not any(row.get(f"train/loss_{name}") for name in mesh_terms), row["step"]
         assert float(row["train/loss"]) == pytest.approx(expected, rel=1e-5), row["step"]
 
 
