@@ -46,8 +46,14 @@ class DMTetRenderer(nn.Module):
         covered = coverage.reshape(-1).nonzero(as_tuple=True)[0]
         image_index = covered // (H * W)
         flat_points, flat_normals = points.reshape(-1, 3)[covered], normals.reshape(-1, 3)[covered]
-        surface_albedo = material.textures(flat_points)["albedo"] if hasattr(material, "textures") else dmtet.albedo(flat_points)
-        colour = material.shade(surface_albedo, flat_normals, flat_points, directions.reshape(-1, 3)[covered], shading, image_index)
+        flat_directions = directions.reshape(-1, 3)[covered]
+        if hasattr(material, "textures"):  # a texture-field material (PBR) gives the albedo too
+            textures = material.textures(flat_points)
+            surface_albedo = textures["albedo"]
+            colour = material.shade_textures(textures, flat_normals, flat_directions)
+        else:
+            surface_albedo = dmtet.albedo(flat_points)
+            colour = material.shade(surface_albedo, flat_normals, flat_points, flat_directions, shading, image_index)
         albedo = _scatter(surface_albedo, covered, B, H, W)
         rgb = _scatter(colour, covered, B, H, W) + (1.0 - coverage) * background(directions, training)
         stacked = torch.cat([rgb, normal_map(normals, coverage, cameras), coverage], dim=-1)

@@ -89,7 +89,12 @@ class PBRMaterial(nn.Module):
             shading, image_index: unused; the environment is the same for every image.
         """
         assert normals is not None, "PBRMaterial needs normals"
-        diffuse, specular = split_sum_radiance(self.light, normals, -directions, **self.textures(points))
+        return self.shade_textures(self.textures(points), normals, directions)
+
+    def shade_textures(self, textures: dict[str, Tensor], normals: Tensor, directions: Tensor) -> Tensor:
+        """[N, 3] colour in [0, 1] of surface samples whose `textures(points)` a renderer already
+        has (it also needs their albedo): the field is evaluated once per sample."""
+        diffuse, specular = split_sum_radiance(self.light, normals, -directions, **textures)
         return (diffuse + specular).clamp(0.0, 1.0)
 
 

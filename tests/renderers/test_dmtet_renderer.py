@@ -105,6 +105,15 @@ def test_a_material_with_textures_gives_the_albedo() -> None:
     assert not torch.allclose(render["rgb"][covered], expected.expand(int(covered.sum()), 3))  # lit, not the albedo
 
 
+def test_the_texture_field_is_queried_once_per_covered_pixel() -> None:
+    """The shading reuses the textures that give the albedo map: one field pass per render."""
+    material = PBRMaterial(encoding=TriplaneEncoding(resolution=8, channels=2), light=EnvironmentLight(n_levels=2, lut_size=8, lut_samples=64))
+    queried: list[int] = []
+    material.encoding.register_forward_hook(lambda module, inputs, output: queried.append(inputs[0].shape[0]))
+    render = _render(_sphere(), _front_cameras(2), material)
+    assert queried == [int((render["normal"].abs().sum(-1) > 0).sum())]
+
+
 def test_camera_space_normals_are_opengl_camera_axes() -> None:
     """Each camera's own right, up and back axes (c2w columns) become x, y and z; a normal map
     colours the back axis (0.5, 0.5, 1) and uncovered pixels white."""
