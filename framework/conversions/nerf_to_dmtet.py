@@ -1,7 +1,8 @@
 """NeRF -> DMTet (Magic3D's stage boundary): the density's isosurface becomes the DMTet's SDF.
 
-The density is sampled on a grid; where it exceeds `density_threshold` is inside (floaters
-dropped), and the DMTet's SDF is fitted to the signed distance from that inside's boundary (its
+The density is sampled on a grid; where it exceeds the surface level is inside (floaters
+dropped; the level is the one whose silhouettes match the NeRF's rendered ones unless a number is
+given: `framework.export.density_level`), and the DMTet's SDF is fitted to the signed distance from that inside's boundary (its
 deformation starts at zero).
 The colour carries over: the DMTet's colour field is a copy of the NeRF field (same
 architecture, same weights), which the fine stage goes on training.
@@ -15,6 +16,7 @@ from typing import Any, Callable, Mapping
 from torch import nn
 
 from framework.cameras.camera import CameraBatch
+from framework.export.density_level import check_threshold, surface_level
 from framework.export.marching_cubes import sample_grid
 from framework.representations.dmtet import DMTet
 from framework.representations.mesh_sdf import sdf_from_occupancy
@@ -26,7 +28,7 @@ class NeRFToDMTet:
     dmtet: builds the (empty) DMTet: a callable taking `init` and `colour` keyword arguments
         (a Hydra `_partial_` of `DMTet`).
     target: the name of the representation it makes.
-    density_threshold: the density level taken as the surface.
+    density_threshold: the density level taken as the surface, or "auto" (silhouette-matched).
     grid_resolution: density samples per axis over [-1, 1]^3.
     min_component_fraction: floaters smaller than this fraction of the main body are dropped.
     fit_steps: Adam steps fitting a field SDF to the surface (per-vertex SDFs are set directly).
@@ -37,7 +39,7 @@ class NeRFToDMTet:
         self,
         dmtet: Callable[..., DMTet],
         target: str = "dmtet",
-        density_threshold: float = 5.0,
+        density_threshold: float | str = "auto",
         grid_resolution: int = 128,
         min_component_fraction: float = 0.05,
         fit_steps: int = 300,
@@ -45,7 +47,7 @@ class NeRFToDMTet:
     ) -> None:
         self.dmtet = dmtet
         self.target = target
-        self.density_threshold = density_threshold
+        self.density_threshold = check_threshold(density_threshold)
         self.grid_resolution = grid_resolution
         self.min_component_fraction = min_component_fraction
         self.fit_steps = fit_steps
@@ -55,7 +57,8 @@ class NeRFToDMTet:
         device = next(source.parameters()).device
         density = sample_grid(source.density, self.grid_resolution, device=device)
         try:
-            target = sdf_from_occupancy(density > self.density_threshold, min_component_fraction=self.min_component_fraction)
+            level = surface_level(density, self.density_threshold)
+            target = sdf_from_occupancy(density > level, min_component_fraction=self.min_component_fraction)
         except ValueError as error:
             raise ValueError(
                 f"NeRF -> DMTet: {error} at density_threshold={self.density_threshold} (the density spans "

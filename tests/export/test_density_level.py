@@ -1,0 +1,68 @@
+"""framework.export.density_level: the surface level of a density grid whose level set casts the
+field's rendered silhouettes, and the checks of a threshold setting."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from framework.export.density_level import check_threshold, silhouette_matched_level, surface_level
+from framework.export.marching_cubes import sample_grid
+
+RESOLUTION = 96
+RADIUS = 0.8
+
+
+def _soft_ball(peak: float):
+    """A density `peak` at the centre, falling linearly to 0 at RADIUS."""
+    return lambda points: peak * (1.0 - points.norm(dim=-1) / RADIUS).clamp_min(0.0)
+
+
+def _rendered_silhouette_radius(peak: float) -> float:
+    """The impact parameter b where the opacity of a ray through the soft ball is one half:
+    the integral of the density along the chord equals ln 2 (bisection on a fine quadrature)."""
+    t = torch.linspace(-RADIUS, RADIUS, 20001, dtype=torch.float64)
+
+    def optical_depth(b: float) -> float:
+        r = torch.sqrt(b * b + t * t)
+        return float(torch.trapezoid(peak * (1.0 - r / RADIUS).clamp_min(0.0), t))
+
+    low, high = 0.0, RADIUS
+    for _ in range(60):
+        middle = 0.5 * (low + high)
+        low, high = (middle, high) if optical_depth(middle) > math.log(2.0) else (low, middle)
+    return 0.5 * (low + high)
+
+
+@pytest.mark.parametrize("peak", [14.0, 140.0])
+def test_the_level_set_casts_the_rendered_silhouette(peak: float) -> None:
+    """The chosen level's ball, radius RADIUS * (1 - level / peak), has the rendered silhouette's
+    radius within a grid cell, for a faint and a dense field (a fixed level 5 would cut the faint
+    one 28 % inside its silhouette)."""
+    grid = sample_grid(_soft_ball(peak), RESOLUTION)
+    level = silhouette_matched_level(grid)
+    cell = 2.0 / (RESOLUTION - 1)
+    assert abs(RADIUS * (1.0 - level / peak) - _rendered_silhouette_radius(peak)) < 1.5 * cell
+    assert 0.0 < level < peak
+
+
+def test_an_empty_field_is_refused_with_its_range() -> None:
+    with pytest.raises(ValueError, match=r"densities 0 to 0.01\): the field is empty") as refused:
+        silhouette_matched_level(np.full((8, 8, 8), 0.01, dtype=np.float32) * (np.arange(8) == 7)[:, None, None])
+    assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("setting", ["automatic", -1.0, 0, True, None])
+def test_a_bad_threshold_setting_is_named(setting: object) -> None:
+    with pytest.raises(ValueError, match=rf"density threshold {setting!r}: give a positive number or 'auto'"):
+        check_threshold(setting)
+
+
+def test_a_number_is_used_as_it_is_and_auto_is_resolved_per_grid() -> None:
+    grid = sample_grid(_soft_ball(14.0), 32)
+    assert check_threshold(5) == 5.0 and check_threshold("auto") == "auto"
+    assert surface_level(grid, 5.0) == 5.0
+    assert surface_level(grid, "auto") == silhouette_matched_level(grid)
