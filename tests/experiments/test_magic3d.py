@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import trimesh
+from omegaconf import OmegaConf
 
 from framework.cameras.batch import Batch
 from framework.conversions.nerf_to_dmtet import NeRFToDMTet
@@ -85,6 +86,16 @@ def test_magic3d_config_builds_a_nerf_stage_then_a_dmtet_stage(tmp_path, tiny_pi
     assert {"loss_main_sds", "loss_normal_consistency", "loss_sdf_sign_entropy"} <= set(losses) and "loss_orientation" not in losses
     losses["loss"].backward()
     assert dmtet.vertex_sdf.grad.abs().sum() > 0 and dmtet.colour.encoding.planes.grad.abs().sum() > 0
+
+
+def test_the_coarse_stage_keeps_dreamfusions_timesteps_and_the_fine_stage_gets_less_noise() -> None:
+    """The defaults: t_max stays 0.98 through the coarse stage (DreamFusion's) and drops to 0.5
+    at the switch; the render grows from 64 px to 128 px at the same step."""
+    config = compose_config(["experiment=magic3d", "prompt=a red cube"])
+    coarse = config.system.stages.coarse.steps
+    t_max = as_scalar(OmegaConf.to_container(config.guidance.t_max, resolve=True))
+    assert [value_at(t_max, step) for step in (0, coarse // 2, coarse - 1, coarse, coarse + 100)] == [0.98, 0.98, 0.98, 0.5, 0.5]
+    assert OmegaConf.to_container(config.camera.resolution, resolve=True) == [[0, 64], [coarse, 128]]
 
 
 @pytest.mark.slow
