@@ -2,8 +2,8 @@
 
 The density is sampled on a grid; where it exceeds the surface level is inside (floaters
 dropped; the level is the one whose silhouettes match the NeRF's rendered ones unless a number is
-given: `framework.export.density_level`), and the DMTet's SDF is fitted to the signed distance from that inside's boundary (its
-deformation starts at zero).
+given: `framework.export.density_level`), and the DMTet's SDF is fitted to the signed distance
+from that inside's boundary (its deformation starts at zero).
 The colour carries over: the DMTet's colour field is a copy of the NeRF field (same
 architecture, same weights), which the fine stage goes on training.
 """
