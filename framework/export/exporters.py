@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from framework.export.gaussian_ply import write_gaussian_ply
-from framework.export.density_level import check_threshold, surface_level
-from framework.export.marching_cubes import mesh_from_grid, remove_floaters, sample_grid
+from framework.export.density_level import check_threshold
+from framework.export.marching_cubes import extract_mesh, remove_floaters
 from framework.export.mesh_io import write_glb, write_obj
 from framework.export.pbr_bake import bake_field_textures, write_pbr_mesh
 from framework.export.texture_bake import write_textured_mesh
@@ -50,8 +50,7 @@ class DensityMesh:
     @torch.no_grad()
     def __call__(self, system: Any) -> list[Path]:
         field = system.representation_named(self.representation)
-        density = sample_grid(field.density, self.resolution, device=system.device)
-        vertices, faces = mesh_from_grid(density, surface_level(density, self.threshold))
+        vertices, faces = extract_mesh(field.density, self.threshold, self.resolution, device=system.device)
         vertices, faces = remove_floaters(vertices, faces, self.min_component_fraction)
         points = torch.from_numpy(vertices).to(system.device)
         colours = np.clip(torch.cat([field(chunk)[1] for chunk in points.split(65536)]).cpu().numpy(), 0.0, 1.0)

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from framework.export.density_level import surface_level
+
 
 @torch.no_grad()
 def sample_grid(
@@ -49,7 +51,7 @@ def sample_grid(
 
 def extract_mesh(
     field: Callable[[Tensor], Tensor],
-    threshold: float,
+    threshold: float | str,
     resolution: int,
     bound: float = 1.0,
     chunk: int = 65536,
@@ -62,7 +64,8 @@ def extract_mesh(
 
     Args:
         field: maps [N, 3] world points to [N] densities; evaluated under `torch.no_grad`.
-        threshold: the iso-value separating inside from outside.
+        threshold: the iso-value separating inside from outside, or "auto": the density level
+            whose silhouettes match the field's rendered ones (`framework.export.density_level`).
         resolution: samples per axis.
         bound: the grid covers [-bound, bound]^3.
         chunk: points per call to `field`.
@@ -77,7 +80,8 @@ def extract_mesh(
             threshold and the field's range, the usual sign of a wrong threshold or an empty
             model).
     """
-    return mesh_from_grid(sample_grid(field, resolution, bound, chunk, device), threshold, bound)
+    volume = sample_grid(field, resolution, bound, chunk, device)
+    return mesh_from_grid(volume, surface_level(volume, threshold, bound), bound)
 
 
 def mesh_from_grid(volume: np.ndarray, threshold: float, bound: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
