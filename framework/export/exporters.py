@@ -108,17 +108,20 @@ class PBRMeshFiles:
         representation: the name of the surface's representation.
         material: the name of the PBR material.
         texture_size: resolution of the baked maps.
+        min_component_fraction: drop pieces smaller than this fraction of the largest (a DMTet
+            under SDS leaves flakes of a few triangles beside its surface).
     """
 
-    def __init__(self, export_dir: str | Path, representation: str = "main", material: str = "main", texture_size: int = 512) -> None:
+    def __init__(self, export_dir: str | Path, representation: str = "main", material: str = "main", texture_size: int = 512, min_component_fraction: float = 0.05) -> None:
         self.export_dir = Path(export_dir)
         self.representation = representation
         self.material = material
         self.texture_size = texture_size
+        self.min_component_fraction = min_component_fraction
 
     @torch.no_grad()
     def __call__(self, system: Any) -> list[Path]:
-        vertices, faces = system.representation_named(self.representation).surface()
+        vertices, faces = _without_floaters(*system.representation_named(self.representation).surface(), self.min_component_fraction)
         baked = bake_field_textures(vertices, faces, system.materials[self.material].textures, self.texture_size)
         return list(write_pbr_mesh(self.export_dir, *baked).values())
 
@@ -132,18 +135,27 @@ class SurfaceMeshFiles:
         export_dir: the run's `export/` folder.
         representation: the name of the surface's representation.
         texture_size: resolution of the baked texture.
+        min_component_fraction: drop pieces smaller than this fraction of the largest.
     """
 
-    def __init__(self, export_dir: str | Path, representation: str = "main", texture_size: int = 512) -> None:
+    def __init__(self, export_dir: str | Path, representation: str = "main", texture_size: int = 512, min_component_fraction: float = 0.05) -> None:
         self.export_dir = Path(export_dir)
         self.representation = representation
         self.texture_size = texture_size
+        self.min_component_fraction = min_component_fraction
 
     @torch.no_grad()
     def __call__(self, system: Any) -> list[Path]:
         surface = system.representation_named(self.representation)
-        vertices, faces = surface.surface()
+        vertices, faces = _without_floaters(*surface.surface(), self.min_component_fraction)
         vertices, faces, uv, maps = bake_field_textures(
             vertices, faces, lambda points: {"albedo": surface.albedo(points)}, self.texture_size, fields={"albedo": "albedo"}
         )
         return list(write_textured_mesh(self.export_dir, vertices, faces, uv, maps["albedo"]).values())
+
+
+def _without_floaters(vertices: torch.Tensor, faces: torch.Tensor, min_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """A surface [V, 3], [F, 3] without its pieces smaller than `min_fraction` of the largest,
+    on the surface's device."""
+    kept_vertices, kept_faces = remove_floaters(vertices.detach().cpu().numpy(), faces.cpu().numpy(), min_fraction)
+    return torch.from_numpy(kept_vertices).to(vertices), torch.from_numpy(kept_faces).to(faces.device)

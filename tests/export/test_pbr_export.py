@@ -238,3 +238,18 @@ def test_exporter_bakes_the_named_surface_and_material(tmp_path):
     assert all(p.is_file() for p in paths)
     material = trimesh.load(tmp_path / "model.glb", force="mesh", process=False).visual.material
     assert np.asarray(material.metallicRoughnessTexture).shape[:2] == (64, 64)
+
+
+def test_exporter_drops_flakes_beside_the_surface(tmp_path):
+    """A DMTet under SDS leaves flakes of a few triangles; the export keeps the surface only."""
+    vertices, faces = _sphere()
+    flake = trimesh.creation.icosphere(subdivisions=0, radius=0.05)
+    flake_vertices = torch.tensor(flake.vertices + [1.5, 0.0, 0.0], dtype=torch.float32)
+    both = (torch.cat([vertices, flake_vertices]), torch.cat([faces, torch.tensor(flake.faces) + len(vertices)]))
+    system = SimpleNamespace(representation_named={"main": SimpleNamespace(surface=lambda: both)}.__getitem__, materials={"main": SimpleNamespace(textures=field_textures)})
+    PBRMeshFiles(tmp_path, texture_size=64)(system)
+    mesh = load_mesh_zup(tmp_path / "model.glb")
+    assert mesh.vertices[:, 0].max() < 0.81
+    assert mesh.area == pytest.approx(trimesh.Trimesh(vertices.numpy(), faces.numpy()).area, rel=1e-4)
+    PBRMeshFiles(tmp_path / "all", texture_size=64, min_component_fraction=0.0)(system)
+    assert load_mesh_zup(tmp_path / "all" / "model.glb").vertices[:, 0].max() > 1.5
