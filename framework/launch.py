@@ -176,7 +176,11 @@ def start_checkpoint(cfg: DictConfig) -> str | None:
         raise ValueError("give resume= (continue this run) or init_from= (start from another run), not both")
     start = str(resume) if resume else (str(init_from) if init_from else None)
     if start is not None:
-        read_checkpoint(start, cfg.get("experiment_name"), mmap=True)
+        step = read_checkpoint(start, cfg.get("experiment_name"), mmap=True).get("global_step")
+        max_steps = OmegaConf.select(cfg, "trainer.max_steps")
+        if not resume and isinstance(step, int) and max_steps is not None and step >= int(max_steps):
+            # Lightning would skip training and with it the exports: say so instead.
+            raise ValueError(f"init_from={str(init_from)!r} stopped at step {step} and trainer.max_steps={max_steps}: nothing is left to train (give a stage more steps)")
     return start
 
 

@@ -89,3 +89,5 @@ def test_init_from_starts_a_new_run_where_another_run_stopped(tmp_path, tiny_pix
     broken.write_bytes(checkpoint.read_bytes()[:1000])
     with pytest.raises(ValueError, match="truncated"):
         run(compose_config(["experiment=dreamfusion", "prompt=a red cube", f"init_from={broken}", *tiny_overrides(tmp_path / "third", tiny_pixel_prior)]))
+    with pytest.raises(ValueError, match="stopped at step 2 and trainer.max_steps=2: nothing is left to train"):
+        run(compose_config(["experiment=dreamfusion", "prompt=a red cube", f"init_from={checkpoint}", *tiny_overrides(tmp_path / "fourth", tiny_pixel_prior, 2)]))
