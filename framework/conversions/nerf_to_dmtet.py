@@ -29,6 +29,8 @@ class NeRFToDMTet:
         (a Hydra `_partial_` of `DMTet`).
     target: the name of the representation it makes.
     density_threshold: the density level taken as the surface, or "auto" (silhouette-matched).
+    covered_opacity: with "auto", the rendered opacity from which the NeRF's silhouettes count as
+        covered (lower keeps more of a soft NeRF's halo).
     grid_resolution: density samples per axis over [-1, 1]^3.
     min_component_fraction: floaters smaller than this fraction of the main body are dropped.
     fit_steps: Adam steps fitting a field SDF to the surface (per-vertex SDFs are set directly).
@@ -40,6 +42,7 @@ class NeRFToDMTet:
         dmtet: Callable[..., DMTet],
         target: str = "dmtet",
         density_threshold: float | str = "auto",
+        covered_opacity: float = 0.5,
         grid_resolution: int = 128,
         min_component_fraction: float = 0.05,
         fit_steps: int = 300,
@@ -48,6 +51,7 @@ class NeRFToDMTet:
         self.dmtet = dmtet
         self.target = target
         self.density_threshold = check_threshold(density_threshold)
+        self.covered_opacity = covered_opacity
         self.grid_resolution = grid_resolution
         self.min_component_fraction = min_component_fraction
         self.fit_steps = fit_steps
@@ -57,7 +61,7 @@ class NeRFToDMTet:
         device = next(source.parameters()).device
         density = sample_grid(source.density, self.grid_resolution, device=device)
         try:
-            level = surface_level(density, self.density_threshold)
+            level = surface_level(density, self.density_threshold, covered_opacity=self.covered_opacity)
             target = sdf_from_occupancy(density > level, min_component_fraction=self.min_component_fraction)
         except ValueError as error:
             raise ValueError(

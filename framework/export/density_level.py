@@ -5,7 +5,7 @@ densities peak at 14 loses its thin parts at 5 (a cone's tip and rim), while one
 keeps a soft shell. The level is instead the one whose level set casts the same silhouettes as the
 volume rendering does. Along rays parallel to the grid's axes (orthographic views from the front,
 the side and above) the rendered opacity is `1 - exp(-sum(density) * spacing)` and the field's
-silhouette is where it exceeds one half; the level set `density > level` covers exactly the rays
+silhouette is where it exceeds a covered opacity (one half unless told); the level set `density > level` covers exactly the rays
 whose largest density exceeds the level. The level whose silhouettes best match (mean IoU over the
 three views) is taken.
 """
@@ -20,30 +20,33 @@ import torch
 # Candidate levels: log-spaced from this fraction of the largest density up to just below it.
 _LOWEST_FRACTION = 1e-3
 _CANDIDATES = 64
-# The rendered opacity that counts as covered.
-_COVERED_OPACITY = 0.5
 
 
-def silhouette_matched_level(density: np.ndarray, bound: float = 1.0) -> float:
+def silhouette_matched_level(density: np.ndarray, bound: float = 1.0, covered_opacity: float = 0.5) -> float:
     """The density level whose level set best reproduces the field's rendered silhouettes.
 
     Args:
         density: [R, R, R] densities sampled on a regular grid over [-bound, bound]^3 (as
             `framework.export.marching_cubes.sample_grid` returns them).
         bound: half the side of the sampled box.
+        covered_opacity: the rendered opacity from which a ray counts as covered (lower: the
+            level set takes in more of a soft field's halo).
 
     Returns:
         The level (a density value inside the grid's range).
 
     Raises:
-        ValueError: if no ray is rendered opaque (an empty field has no surface to match).
+        ValueError: if no ray is rendered opaque (an empty field has no surface to match), or
+            `covered_opacity` is not in (0, 1).
     """
+    if not 0.0 < covered_opacity < 1.0:
+        raise ValueError(f"covered opacity {covered_opacity!r}: give a number between 0 and 1")
     grid = torch.from_numpy(np.ascontiguousarray(density)).double()
     spacing = 2.0 * bound / (grid.shape[0] - 1)
-    covered = torch.stack([1.0 - torch.exp(-grid.sum(axis) * spacing) > _COVERED_OPACITY for axis in range(3)])
+    covered = torch.stack([1.0 - torch.exp(-grid.sum(axis) * spacing) > covered_opacity for axis in range(3)])
     if not covered.any():
         raise ValueError(
-            f"no ray through the density grid reaches opacity {_COVERED_OPACITY} (densities {grid.min():.3g} to "
+            f"no ray through the density grid reaches opacity {covered_opacity} (densities {grid.min():.3g} to "
             f"{grid.max():.3g}): the field is empty, so no surface level can be chosen"
         )
     peak = torch.stack([grid.amax(axis) for axis in range(3)])
@@ -69,6 +72,7 @@ def check_threshold(threshold: float | str) -> float | str:
     return float(threshold)
 
 
-def surface_level(density: np.ndarray, threshold: float | str, bound: float = 1.0) -> float:
-    """The level a `check_threshold` setting means for this grid of `density`."""
-    return silhouette_matched_level(density, bound) if threshold == "auto" else float(threshold)
+def surface_level(density: np.ndarray, threshold: float | str, bound: float = 1.0, covered_opacity: float = 0.5) -> float:
+    """The level a `check_threshold` setting means for this grid of `density` ("auto": the
+    silhouettes where the rendered opacity exceeds `covered_opacity`)."""
+    return silhouette_matched_level(density, bound, covered_opacity) if threshold == "auto" else float(threshold)

@@ -21,9 +21,10 @@ def _soft_ball(peak: float):
     return lambda points: peak * (1.0 - points.norm(dim=-1) / RADIUS).clamp_min(0.0)
 
 
-def _rendered_silhouette_radius(peak: float) -> float:
-    """The impact parameter b where the opacity of a ray through the soft ball is one half:
-    the integral of the density along the chord equals ln 2 (bisection on a fine quadrature)."""
+def _rendered_silhouette_radius(peak: float, opacity: float = 0.5) -> float:
+    """The impact parameter b where the opacity of a ray through the soft ball is `opacity`:
+    the integral of the density along the chord equals -ln(1 - opacity) (bisection on a fine
+    quadrature)."""
     t = torch.linspace(-RADIUS, RADIUS, 20001, dtype=torch.float64)
 
     def optical_depth(b: float) -> float:
@@ -33,20 +34,26 @@ def _rendered_silhouette_radius(peak: float) -> float:
     low, high = 0.0, RADIUS
     for _ in range(60):
         middle = 0.5 * (low + high)
-        low, high = (middle, high) if optical_depth(middle) > math.log(2.0) else (low, middle)
+        low, high = (middle, high) if optical_depth(middle) > -math.log(1.0 - opacity) else (low, middle)
     return 0.5 * (low + high)
 
 
-@pytest.mark.parametrize("peak", [14.0, 140.0])
-def test_the_level_set_casts_the_rendered_silhouette(peak: float) -> None:
-    """The chosen level's ball, radius RADIUS * (1 - level / peak), has the rendered silhouette's
-    radius within a grid cell, for a faint and a dense field (a fixed level 5 would cut the faint
-    one 28 % inside its silhouette)."""
+@pytest.mark.parametrize("peak, opacity", [(14.0, 0.5), (140.0, 0.5), (14.0, 0.2)])
+def test_the_level_set_casts_the_rendered_silhouette(peak: float, opacity: float) -> None:
+    """The chosen level's ball, radius RADIUS * (1 - level / peak), has the radius of the rendered
+    silhouette at `opacity` within a grid cell, for a faint and a dense field (a fixed level 5 would
+    cut the faint one 28 % inside its silhouette)."""
     grid = sample_grid(_soft_ball(peak), RESOLUTION)
-    level = silhouette_matched_level(grid)
+    level = silhouette_matched_level(grid, covered_opacity=opacity)
     cell = 2.0 / (RESOLUTION - 1)
-    assert abs(RADIUS * (1.0 - level / peak) - _rendered_silhouette_radius(peak)) < 1.5 * cell
+    assert abs(RADIUS * (1.0 - level / peak) - _rendered_silhouette_radius(peak, opacity)) < 1.5 * cell
     assert 0.0 < level < peak
+
+
+@pytest.mark.parametrize("opacity", [0.0, 1.0, -0.5])
+def test_a_covered_opacity_outside_0_1_is_named(opacity: float) -> None:
+    with pytest.raises(ValueError, match=rf"covered opacity {opacity!r}: give a number between 0 and 1"):
+        silhouette_matched_level(sample_grid(_soft_ball(14.0), 16), covered_opacity=opacity)
 
 
 def test_an_empty_field_is_refused_with_its_range() -> None:
