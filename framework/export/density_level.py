@@ -5,9 +5,9 @@ densities peak at 14 loses its thin parts at 5 (a cone's tip and rim), while one
 keeps a soft shell. The level is instead the one whose level set casts the same silhouettes as the
 volume rendering does. Along rays parallel to the grid's axes (orthographic views from the front,
 the side and above) the rendered opacity is `1 - exp(-sum(density) * spacing)` and the field's
-silhouette is where it exceeds a covered opacity (one half unless told); the level set `density > level` covers exactly the rays
-whose largest density exceeds the level. The level whose silhouettes best match (mean IoU over the
-three views) is taken.
+silhouette is where it exceeds a covered opacity (one half unless told); the level set
+`density > level` covers exactly the rays whose largest density exceeds the level. The level whose
+silhouettes best match (mean IoU over the three views) is taken.
 """
 
 from __future__ import annotations
