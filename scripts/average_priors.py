@@ -58,6 +58,10 @@ def main(argv: list[str] | None = None) -> None:
     if any(p.get("architecture") != provenances[0].get("architecture") for p in provenances):
         raise SystemExit(f"priors {[str(f) for f in args.priors]} have different architectures: they cannot be averaged")
     priors = [load_prior(folder) for folder in args.priors]
+    # A fresh tokenizer, as train_prior.py writes it (a loaded one saves its loading options too).
+    tokenizer = build_tokenizer()
+    if any(len(p.tokenizer) != len(tokenizer) for p in priors):
+        raise SystemExit(f"priors {[str(f) for f in args.priors]}: a vocabulary differs from today's tokenizer; fine-tune them to it first")
     try:
         unet = average_state_dicts([p.unet.state_dict() for p in priors], args.weights)
         text_encoder = average_state_dicts([p.text_encoder.state_dict() for p in priors], args.weights)
@@ -74,10 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         "history": [*longest, command],
         "averaged": [{"folder": str(folder), "weight": weight, **p} for folder, weight, p in zip(args.priors, args.weights, provenances)],
     }
-    if any(len(p.tokenizer) != len(build_tokenizer()) for p in priors):
-        raise SystemExit(f"priors {[str(f) for f in args.priors]}: a vocabulary differs from today's tokenizer; fine-tune them to it first")
-    # A fresh tokenizer, as train_prior.py writes it (a loaded one saves its loading options too).
-    save_prior(args.out, first.unet, first.text_encoder, build_tokenizer(), first.scheduler, provenance)
+    save_prior(args.out, first.unet, first.text_encoder, tokenizer, first.scheduler, provenance)
     print(f"wrote the average of {len(priors)} priors to {args.out}")
 
 
