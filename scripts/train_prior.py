@@ -50,6 +50,19 @@ def _int_list(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(","))
 
 
+def _object_weight(text: str) -> tuple[str, float]:
+    name, sep, weight = text.partition("=")
+    if not sep or name not in OBJECT_NAMES:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected OBJECT=WEIGHT with OBJECT one of {', '.join(OBJECT_NAMES)}")
+    try:
+        value = float(weight)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: the weight {weight!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the weight must be positive")
+    return name, value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=Path("outputs/prior"))
@@ -93,6 +106,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=1.0,
         help="draw the images of objects with a front seen from the front or the back this many times as often (on top of --front-object-weight)",
+    )
+    parser.add_argument(
+        "--object-weight",
+        type=_object_weight,
+        action="append",
+        default=[],
+        metavar="OBJECT=WEIGHT",
+        help="draw one object's images (both domains) this many times as often, e.g. cylinder=3 for an object "
+        "the evaluation shows the prior has not learnt well; repeatable",
     )
     parser.add_argument(
         "--freeze-text-encoder",
@@ -161,16 +183,20 @@ def draw_rows(
     front_object_weight: float = 1.0,
     front_back_weight: float = 1.0,
     normal_map_share: float = 0.0,
+    object_weights: dict[str, float] | None = None,
 ) -> torch.Tensor:
     """Rows of one training batch: uniform, or with the objects that have a front (whose view words
     hinge on small details) `front_object_weight` times as likely as the others, and their front
     and back views a further `front_back_weight` times as likely as their side and overhead ones;
-    normal-map rows make up `normal_map_share` of the draws."""
-    if front_object_weight == 1.0 and front_back_weight == 1.0 and normal_map_share == 0.0:
+    `object_weights` scales single objects on top; normal-map rows make up `normal_map_share` of the
+    draws."""
+    object_weights = object_weights or {}
+    if front_object_weight == 1.0 and front_back_weight == 1.0 and normal_map_share == 0.0 and not object_weights:
         return torch.randint(len(data), (batch_size,), generator=generator)
     has_front = torch.tensor([OBJECTS[name].has_front for name in OBJECT_NAMES])[data.object]
     front_or_back = (data.view == VIEWS.index("front")) | (data.view == VIEWS.index("back"))
     weight = torch.where(has_front, front_object_weight, 1.0) * torch.where(has_front & front_or_back, front_back_weight, 1.0)
+    weight = weight * torch.tensor([object_weights.get(name, 1.0) for name in OBJECT_NAMES])[data.object]
     if normal_map_share > 0.0:
         normal = data.domain == DOMAINS.index("normal_map")
         if not normal.any():
@@ -325,6 +351,7 @@ def main(argv: list[str] | None = None) -> None:
                 "dataset_size": args.dataset_size,
                 "normal_map_share": args.normal_map_share,
                 "normal_map_dataset_size": args.normal_map_dataset_size if args.normal_map_share > 0 else 0,
+                "object_weights": dict(args.object_weight),
                 "architecture": vars(arch),
                 "device": trained_on,
             }
@@ -350,7 +377,7 @@ def main(argv: list[str] | None = None) -> None:
             save_checkpoint()
             print(f"time limit reached: stopped at step {step}")
             break
-        index = draw_rows(data, args.batch_size, generator, args.front_object_weight, args.front_back_weight, args.normal_map_share)
+        index = draw_rows(data, args.batch_size, generator, args.front_object_weight, args.front_back_weight, args.normal_map_share, dict(args.object_weight))
         images = images_on_device[index.to(device)].permute(0, 3, 1, 2).float() / 127.5 - 1.0
         captions = captions_for(data, index, generator, args.caption_dropout, args.plain_caption_prob)
         ids = tokenizer(captions, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt").input_ids.to(device)

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import train_prior  # noqa: E402
 
-from bundled.prior.dataset import OBJECT_NAMES, RenderedSet, render_set  # noqa: E402
+from bundled.prior.dataset import DOMAINS, OBJECT_NAMES, RenderedSet, render_set  # noqa: E402
 from bundled.world.objects import OBJECTS  # noqa: E402
 from framework.guidance.prompts import VIEWS  # noqa: E402
 
@@ -62,6 +62,24 @@ def test_front_back_weight_draws_the_front_and_back_views_of_objects_with_a_fron
     with pytest.raises(SystemExit):
         train_prior.parse_args(["--front-back-weight", "-1"])
     assert "--front-back-weight=-1.0 must be positive" in capsys.readouterr().err
+
+
+def test_object_weight_draws_one_object_more_often_in_both_domains(capsys):
+    n = len(OBJECT_NAMES) * 200
+    domain = torch.arange(n) // (n // 2)  # first half colour, second half normal maps
+    data = RenderedSet(torch.zeros(n, 1, 1, 3, dtype=torch.uint8), torch.zeros(n, dtype=torch.long), torch.arange(n) % len(OBJECT_NAMES), torch.zeros(n, dtype=torch.long), domain)
+    cylinder = data.object == OBJECT_NAMES.index("cylinder")
+    rows = train_prior.draw_rows(data, 40000, torch.Generator().manual_seed(0), normal_map_share=0.25, object_weights={"cylinder": 3.0})
+    expected = 3 / (3 + len(OBJECT_NAMES) - 1)  # 0.27 of each domain's draws
+    normal = data.domain[rows] == DOMAINS.index("normal_map")
+    assert abs(normal.float().mean() - 0.25) < 0.01
+    assert abs(cylinder[rows][normal].float().mean() - expected) < 0.02
+    assert abs(cylinder[rows][~normal].float().mean() - expected) < 0.02
+    assert train_prior.parse_args(["--object-weight", "cylinder=3", "--object-weight", "mug=1.5"]).object_weight == [("cylinder", 3.0), ("mug", 1.5)]
+    for bad, named in (("cylindr=3", "'cylindr=3': expected OBJECT=WEIGHT"), ("cylinder=x", "the weight 'x' is not a number"), ("cylinder=0", "must be positive")):
+        with pytest.raises(SystemExit):
+            train_prior.parse_args(["--object-weight", bad])
+        assert named in capsys.readouterr().err
 
 
 def test_loss_weights_are_min_snr_with_an_optional_floor():
