@@ -18,6 +18,7 @@ from framework.launch import build_system, run
 from framework.renderers.dmtet import DMTetRenderer
 from framework.representations.dmtet import DMTet
 from framework.representations.pbr import PBRMaterial
+from framework.schedules import as_scalar, value_at
 from framework.utils.checkpoint_io import load_checkpoint_file
 from tests.helpers import compose_config, tiny_fantasia3d_overrides
 
@@ -73,6 +74,19 @@ def test_the_normal_latent_stage_runs_for_latent_priors_only(tmp_path, tiny_pixe
     system, _ = build_system(compose_config(_overrides(tmp_path, tiny_pixel_prior)), torch.device("cpu"))
     assert [stage.name for stage in system.stages] == ["normal_latent", "geometry", "appearance"]
     assert [system.stage_index_at(step) for step in (0, GEOMETRY - 1, GEOMETRY)] == [1, 1, 2]
+
+
+def test_the_geometry_rates_fall_from_five_times_to_the_base_over_the_geometry_stage():
+    """Wherever the stage starts (step 0 for pixel priors, after the normal-latent stage for latent
+    ones) and however long it is, its rates start at 5x and reach the base rates at its end."""
+    for extra in ([], ["guidance=stable_diffusion"], ["system.stages.geometry.steps=600"]):
+        stages = compose_config(["experiment=fantasia3d", "prompt=a red cube", *extra]).system.stages
+        start, end = stages.normal_latent.steps, stages.normal_latent.steps + stages.geometry.steps
+        rates = stages.geometry.learning_rates
+        for name, base in (("representation.encoding", 0.001), ("representation", 0.0005)):
+            schedule = as_scalar([[step, value] for step, value in rates[name]])
+            assert value_at(schedule, start) == pytest.approx(5 * base) and value_at(schedule, end) == pytest.approx(base), (extra, name)
+            assert value_at(schedule, (start + end) // 2) == pytest.approx(3 * base), (extra, name)
 
 
 def test_fantasia3d_geometry_sees_normal_maps_and_appearance_trains_the_material_alone(tmp_path, tiny_pixel_prior, monkeypatch):
