@@ -16,6 +16,7 @@ is checkpointed by the system.
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from framework.guidance.condition import Condition
 from framework.guidance.cuda_graph import GraphedCall
 from framework.guidance.embedding_cache import DEFAULT_CACHE_DIR, EmbeddingCache
 from framework.guidance.prompts import VIEWS, ViewThresholds, view_dependent_prompt, view_index
+from framework.guidance.vocabulary import unknown_words
 from framework.schedules import Scalar, as_scalar, value_at
 from framework.utils.devices import resolve_device
 
@@ -163,11 +165,25 @@ class ScoreDistillation(ABC):
         """The prompt's embeddings, its view-dependent variants' and the negative prompt's,
         encoded once per prompt (and cached on disk when `embedding_cache_dir` is set)."""
         if prompt not in self._embeddings:
+            self._warn_unknown_words(prompt)
             texts = {"base": prompt, "negative": self.negative_prompt}
             texts.update({view: view_dependent_prompt(prompt, view) for view in VIEWS})
             cache = EmbeddingCache(self.model_key, self.embedding_cache_dir)
             self._embeddings[prompt] = dict(zip(texts, cache.get(list(texts.values()), self.encode_text)))
         return self._embeddings[prompt]
+
+    def _warn_unknown_words(self, prompt: str) -> None:
+        """One warning naming the words of `prompt` (or the negative prompt) that the prior's
+        tokenizer reads as its unknown token."""
+        tokenizer = getattr(self, "tokenizer", None)
+        for name, text in (("prompt", prompt), ("negative_prompt", self.negative_prompt)):
+            words = unknown_words(tokenizer, text) if tokenizer is not None and text else []
+            if words:
+                warnings.warn(
+                    f"{name} {text!r}: the prior at {self.pretrained} does not know the word(s) {', '.join(map(repr, words))}; "
+                    "it reads each as its unknown token, so they steer nothing",
+                    stacklevel=3,
+                )
 
     def conditioning(self, condition: Condition) -> tuple[Tensor, Tensor]:
         """(conditional, unconditional) model inputs, one per view of `condition`: the prompt's

@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 import torch
 
@@ -8,6 +10,7 @@ from framework.guidance.cuda_graph import GraphedCall
 from framework.guidance.embedding_cache import EmbeddingCache
 from framework.guidance.latent import LatentDiffusionGuidance
 from framework.guidance.pixel import PixelDiffusionGuidance
+from framework.guidance.vocabulary import unknown_words
 from framework.schedules import Schedule
 
 
@@ -250,3 +253,27 @@ def test_graphed_guidance_matches_eager_on_cuda(tiny_pixel_prior):
 def test_cuda_device_without_cuda_is_a_clear_error(tiny_pixel_prior):
     with pytest.raises(RuntimeError, match=r"device='cuda' but CUDA is not available"):
         PixelDiffusionGuidance(str(tiny_pixel_prior), device="cuda", embedding_cache_dir=None)
+
+
+def test_words_the_prior_cannot_read_are_named_once(tiny_pixel_prior):
+    """The bundled prior's vocabulary is word-level: a word it lacks becomes its unknown token.
+    The guidance says so, once per prompt, naming the words; known prompts pass silently."""
+    guidance = PixelDiffusionGuidance(str(tiny_pixel_prior), embedding_cache_dir=None, device="cpu", negative_prompt="blurry")
+    assert unknown_words(guidance.tokenizer, "a red cube, front view") == []
+    assert unknown_words(guidance.tokenizer, "a DSLR photo of a red corgi, a corgi") == ["DSLR", "photo", "corgi"]
+    with pytest.warns(UserWarning) as caught:
+        guidance.prompt_embeddings("a zebra cube")
+    messages = [str(w.message) for w in caught]
+    assert any("prompt 'a zebra cube'" in m and "'zebra'" in m for m in messages)
+    assert any("negative_prompt 'blurry'" in m and "'blurry'" in m for m in messages)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        guidance.prompt_embeddings("a zebra cube")  # encoded already: no second warning
+        PixelDiffusionGuidance(str(tiny_pixel_prior), embedding_cache_dir=None, device="cpu").prompt_embeddings("a red mug")
+
+
+def test_subword_vocabularies_have_no_unknown_words():
+    class Subword:
+        unk_token_id = None
+
+    assert unknown_words(Subword(), "a DSLR photo of a corgi") == []
