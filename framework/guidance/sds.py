@@ -175,9 +175,8 @@ class ScoreDistillation(ABC):
     def _warn_unknown_words(self, prompt: str) -> None:
         """One warning naming the words of `prompt` (or the negative prompt) that the prior's
         tokenizer reads as its unknown token."""
-        tokenizer = getattr(self, "tokenizer", None)
         for name, text in (("prompt", prompt), ("negative_prompt", self.negative_prompt)):
-            words = unknown_words(tokenizer, text) if tokenizer is not None and text else []
+            words = unknown_words(getattr(self, "tokenizer", None), text)
             if words:
                 warnings.warn(
                     f"{name} {text!r}: the prior at {self.pretrained} does not know the word(s) {', '.join(map(repr, words))}; "
