@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -34,6 +33,7 @@ from bundled.prior.model import (  # noqa: E402
     build_unet,
 )
 from bundled.prior.sampling import load_prior  # noqa: E402
+from bundled.prior.training import cosine_learning_rate, loss_weights, update_ema  # noqa: E402
 from bundled.prior.weights import BUNDLED_PRIOR_DIR, save_prior  # noqa: E402
 from bundled.world.objects import OBJECTS  # noqa: E402
 from framework.guidance.prompts import VIEWS  # noqa: E402
@@ -205,13 +205,6 @@ def draw_rows(
     return torch.multinomial(weight, batch_size, replacement=True, generator=generator)
 
 
-def loss_weights(alphas_cumprod: torch.Tensor, min_snr_gamma: float, x0_weight_floor: float) -> torch.Tensor:
-    """Per-timestep weights of the v loss: min-SNR-gamma on the x0 error, bounded below by
-    `x0_weight_floor` (|v error|^2 = (snr + 1) |x0 error|^2)."""
-    snr = alphas_cumprod / (1 - alphas_cumprod)
-    return snr.clamp(max=min_snr_gamma).clamp(min=x0_weight_floor) / (snr + 1)
-
-
 # Checkpoints from before the architecture was stored in them all used this one.
 _FIRST_ARCHITECTURE = vars(PriorArchitecture(attention_head_dim=32, cross_attention_levels=2, self_attention_levels=2))
 
@@ -251,13 +244,6 @@ def _plain(value: object) -> object:
     if isinstance(value, dict):
         return {key: _plain(item) for key, item in value.items()}
     return list(value) if isinstance(value, (tuple, list)) else value
-
-
-def learning_rate(step: int, args: argparse.Namespace) -> float:
-    if step < args.warmup_steps:
-        return args.lr * (step + 1) / args.warmup_steps
-    progress = (step - args.warmup_steps) / max(1, args.steps - args.warmup_steps)
-    return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -386,7 +372,7 @@ def main(argv: list[str] | None = None) -> None:
         noisy = scheduler.add_noise(images, noise, timesteps)
 
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, args)
+            group["lr"] = cosine_learning_rate(step, args.lr, args.warmup_steps, args.steps)
         embeddings = text_encoder(ids).last_hidden_state
         prediction = unet(noisy, timesteps, encoder_hidden_states=embeddings).sample
         target = scheduler.get_velocity(images, noise, timesteps)
@@ -397,12 +383,10 @@ def main(argv: list[str] | None = None) -> None:
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         step += 1
-        with torch.no_grad():
-            decay = min(args.ema_decay, (1 + step) / (10 + step))
-            torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
+        update_ema(ema, params, step, args.ema_decay)
         bar.update(1)
         if step % 10 == 0:  # reading the loss waits for the GPU: not every step
-            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{learning_rate(step - 1, args):.1e}")
+            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{cosine_learning_rate(step - 1, args.lr, args.warmup_steps, args.steps):.1e}")
         if time.monotonic() - last_save > 60 * args.checkpoint_minutes or step == stop:
             save_checkpoint()
             last_save = time.monotonic()

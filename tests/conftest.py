@@ -7,14 +7,25 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from bundled.prior.model import PriorArchitecture, build_scheduler, build_text_encoder, build_tokenizer, build_unet
+from bundled.prior.novel_view_model import (
+    NovelViewArchitecture,
+    build_feature_extractor,
+    build_image_encoder,
+    build_projection,
+    build_unet_for_views,
+    save_novel_view_prior,
+)
 from bundled.prior.weights import save_prior
+from framework.guidance.camera_projection import camera_projection
 
 
 TINY_PIXEL = PriorArchitecture(resolution=32, text_width=32, text_layers=1, block_channels=(8, 16, 16, 16), attention_head_dim=8)
+TINY_NOVEL_VIEW = NovelViewArchitecture(unet=TINY_PIXEL, image_width=16, image_layers=1, image_heads=2, patch_size=8)
 
 
 @pytest.fixture(scope="session")
@@ -62,4 +73,58 @@ def tiny_latent_prior(tmp_path_factory: pytest.TempPathFactory) -> Path:
     scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type="v_prediction")
     for name, part in (("tokenizer", tokenizer), ("text_encoder", text_encoder), ("vae", vae), ("unet", unet), ("scheduler", scheduler)):
         part.save_pretrained(folder / name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_novel_view_prior(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled novel-view prior's layout (pixel Zero-1-to-3: cc_projection/, no VAE), random
+    weights, 32 px."""
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny_novel_view_prior")
+    arch = TINY_NOVEL_VIEW
+    projection = build_projection(arch)
+    torch.nn.init.normal_(projection.weight, std=0.3)  # the identity start would ignore the pose
+    save_novel_view_prior(folder, build_unet_for_views(arch), build_image_encoder(arch), projection, build_scheduler(), build_feature_extractor(arch), {"test": True})
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_zero123_prior(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Stable Zero123's diffusers layout (VAE, 8-channel UNet, CLIP vision encoder,
+    clip_camera_projection/ with `proj.*` keys), random weights."""
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny_zero123_prior")
+    vae = AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 8, 8),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=32,
+    )
+    unet = UNet2DConditionModel(
+        sample_size=4,
+        in_channels=8,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        block_out_channels=(16, 16),
+        layers_per_block=1,
+        cross_attention_dim=24,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
+    image_encoder = CLIPVisionModelWithProjection(
+        CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8, projection_dim=24)
+    )
+    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    for name, part in (("vae", vae), ("unet", unet), ("image_encoder", image_encoder), ("scheduler", scheduler)):
+        part.save_pretrained(folder / name)
+    projection = camera_projection(24)
+    torch.nn.init.normal_(projection.weight, std=0.3)
+    (folder / "clip_camera_projection").mkdir()
+    (folder / "clip_camera_projection" / "config.json").write_text('{"_class_name": "CLIPCameraProjection", "embedding_dim": 24, "additional_embeddings": 4}')
+    save_file({"proj.weight": projection.weight.detach().contiguous(), "proj.bias": projection.bias.detach().contiguous()}, str(folder / "clip_camera_projection" / "diffusion_pytorch_model.safetensors"))
     return folder

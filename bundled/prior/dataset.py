@@ -56,10 +56,21 @@ def render_set(size: int, resolution: int, seed: int, chunk: int = 64, workers: 
     distribution = OrbitDistribution()
     colour = torch.randint(len(COLOUR_NAMES), (size,), generator=generator)
     obj = torch.randint(len(OBJECT_NAMES), (size,), generator=generator)
-    starts = range(0, size, chunk)
-    chunks = [(obj[a : a + chunk], colour[a : a + chunk], distribution.sample(min(size, a + chunk) - a, resolution, generator), domain) for a in starts]
-    images = torch.empty(size, resolution, resolution, 3, dtype=torch.uint8)
-    views = torch.empty(size, dtype=torch.long)
+    cameras = [distribution.sample(min(size, a + chunk) - a, resolution, generator) for a in range(0, size, chunk)]
+    images, views = render_rows(obj, colour, cameras, workers, domain)
+    return RenderedSet(images, colour, obj, views, torch.full((size,), DOMAINS.index(domain)))
+
+
+def render_rows(obj: Tensor, colour: Tensor, cameras: list[CameraBatch], workers: int = 1, domain: str = "colour") -> tuple[Tensor, Tensor]:
+    """uint8 renders [N, H, W, 3] and view indices [N] of objects `obj` [N] in colours `colour`
+    [N] (indices into OBJECT_NAMES, COLOUR_NAMES) seen by `cameras`, chunks of consecutive rows
+    (one chunk per task of `workers` processes)."""
+    sizes = [c.batch_size for c in cameras]
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    chunks = [(obj[a : a + n], colour[a : a + n], c, domain) for a, n, c in zip(starts, sizes, cameras)]
+    resolution = cameras[0].height
+    images = torch.empty(len(obj), resolution, resolution, 3, dtype=torch.uint8)
+    views = torch.empty(len(obj), dtype=torch.long)
     with ExitStack() as stack:
         if min(workers, len(chunks)) > 1:
             pool = stack.enter_context(ProcessPoolExecutor(min(workers, len(chunks)), mp_context=get_context("spawn"), initializer=torch.set_num_threads, initargs=(1,)))
@@ -69,7 +80,7 @@ def render_set(size: int, resolution: int, seed: int, chunk: int = 64, workers: 
         for start, (chunk_images, chunk_views) in zip(starts, tqdm(rendered, total=len(chunks), desc=f"rendering prior data ({domain})", unit="chunk")):
             images[start : start + len(chunk_views)] = chunk_images
             views[start : start + len(chunk_views)] = chunk_views
-    return RenderedSet(images, colour, obj, views, torch.full((size,), DOMAINS.index(domain)))
+    return images, views
 
 
 def _render_chunk(obj: Tensor, colour: Tensor, cameras: CameraBatch, domain: str) -> tuple[Tensor, Tensor]:

@@ -64,7 +64,11 @@ def build_text_encoder(arch: PriorArchitecture, vocab_size: int) -> T5EncoderMod
     return T5EncoderModel(config)
 
 
-def build_unet(arch: PriorArchitecture) -> UNet2DConditionModel:
+def build_unet(arch: PriorArchitecture, in_channels: int = 3, text_conditioned: bool = True) -> UNet2DConditionModel:
+    """The denoiser. `text_conditioned`: IF's layout (T5 tokens projected to the cross-attention
+    width, their pooled embedding added to the time embedding); otherwise Stable Diffusion's plain
+    cross-attention to `block_channels[-1]`-wide tokens (Zero-1-to-3's projected image + pose
+    embedding), with `in_channels` counting any image concatenated to the noisy sample."""
     n = len(arch.block_channels)
     if not 0 < arch.cross_attention_levels <= n or not 0 <= arch.self_attention_levels <= arch.cross_attention_levels:
         raise ValueError(
@@ -79,9 +83,15 @@ def build_unet(arch: PriorArchitecture) -> UNet2DConditionModel:
     # Self-attention over 64x64 or 32x32 pixels costs most of a CPU step; cross-attention to the
     # 12 text tokens is cheap there, so finer levels may read the text without self-attending.
     cross_only = tuple(level < n - arch.self_attention_levels for level in range(n))
+    text = {
+        "encoder_hid_dim": arch.text_width,
+        "encoder_hid_dim_type": "text_proj",
+        "addition_embed_type": "text",
+        "addition_embed_type_num_heads": min(64, arch.block_channels[-1]),  # diffusers' default, capped for tiny test models
+    }
     return UNet2DConditionModel(
         sample_size=arch.resolution,
-        in_channels=3,
+        in_channels=in_channels,
         out_channels=3,
         down_block_types=down,
         up_block_types=up,
@@ -89,12 +99,9 @@ def build_unet(arch: PriorArchitecture) -> UNet2DConditionModel:
         layers_per_block=arch.layers_per_block,
         only_cross_attention=cross_only,
         cross_attention_dim=arch.block_channels[-1],
-        encoder_hid_dim=arch.text_width,
-        encoder_hid_dim_type="text_proj",
-        addition_embed_type="text",
-        addition_embed_type_num_heads=min(64, arch.block_channels[-1]),  # diffusers' default, capped for tiny test models
         attention_head_dim=arch.attention_head_dim,
         norm_num_groups=8,
+        **(text if text_conditioned else {}),
     )
 
 

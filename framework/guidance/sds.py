@@ -133,10 +133,10 @@ class ScoreDistillation(ABC):
         """Model-space samples -> images [B, 3, H, W] in [0, 1] at `size` (H, W)."""
 
     @abstractmethod
-    def model_output(self, noisy: Tensor, timesteps: Tensor, conditioning: Tensor) -> Tensor:
+    def model_output(self, noisy: Tensor, timesteps: Tensor, *conditioning: Tensor) -> Tensor:
         """The UNet's raw prediction for `noisy` samples, with as many channels as `noisy`;
-        `conditioning` is what `conditioning` returned, conditional and unconditional halves
-        stacked along the batch."""
+        `conditioning` is what `conditioning` returned (one tensor, or each of a tuple's),
+        conditional and unconditional halves stacked along the batch."""
 
     def trainable_modules(self) -> dict[str, nn.Module]:
         """Parts that train beside the 3D parameters (a LoRA, a camera embedding); none here."""
@@ -152,9 +152,9 @@ class ScoreDistillation(ABC):
         """[T] the noise schedule's cumulative alphas (on CPU)."""
         return self.scheduler.alphas_cumprod.float()
 
-    def predict_noise(self, noisy: Tensor, timesteps: Tensor, conditioning: Tensor) -> Tensor:
+    def predict_noise(self, noisy: Tensor, timesteps: Tensor, *conditioning: Tensor) -> Tensor:
         """Epsilon for `noisy` at `timesteps`, converting v-predictions."""
-        prediction = self._model_call(noisy, timesteps, conditioning)
+        prediction = self._model_call(noisy, timesteps, *conditioning)
         if self.scheduler.config.prediction_type == "v_prediction":
             alpha_bar = self.alphas_cumprod[timesteps.cpu()].view(-1, 1, 1, 1).to(noisy)
             prediction = epsilon_from_v(prediction, noisy, alpha_bar)
@@ -184,9 +184,10 @@ class ScoreDistillation(ABC):
                     stacklevel=3,
                 )
 
-    def conditioning(self, condition: Condition) -> tuple[Tensor, Tensor]:
-        """(conditional, unconditional) model inputs, one per view of `condition`: the prompt's
-        text embeddings [B, L, D] (view-dependent when enabled) and the negative prompt's."""
+    def conditioning(self, condition: Condition) -> tuple[Tensor | tuple[Tensor, ...], Tensor | tuple[Tensor, ...]]:
+        """(conditional, unconditional) model inputs, one per view of `condition`: here the
+        prompt's text embeddings [B, L, D] (view-dependent when enabled) and the negative
+        prompt's; a family conditioned on several tensors returns a tuple for each half."""
         if not condition.text or not condition.text.strip():
             raise ValueError(f"{type(self).__name__} is a text-to-image prior: it needs prompt=\"...\" (got {condition.text!r})")
         embeddings = self.prompt_embeddings(condition.text)
@@ -218,9 +219,11 @@ class ScoreDistillation(ABC):
         """Classifier-free guided epsilon for `noisy` model-space samples (`guidance_scale`:
         None = the configured one)."""
         conditional, unconditional = self.conditioning(condition)
-        conditioning = torch.cat([conditional, unconditional]).to(self.device, self.dtype)
+        if isinstance(conditional, Tensor):
+            conditional, unconditional = (conditional,), (unconditional,)
+        conditioning = [torch.cat([c, u]).to(self.device, self.dtype) for c, u in zip(conditional, unconditional)]
         t = timesteps.to(self.device)
-        noise_pred = self.predict_noise(torch.cat([noisy, noisy]).to(self.dtype), torch.cat([t, t]), conditioning).float()
+        noise_pred = self.predict_noise(torch.cat([noisy, noisy]).to(self.dtype), torch.cat([t, t]), *conditioning).float()
         cond, uncond = noise_pred.chunk(2)
         scale = self.guidance_scale if guidance_scale is None else guidance_scale
         return uncond + scale * (cond - uncond)

@@ -1,0 +1,211 @@
+"""Train the bundled novel-view prior (Zero-1-to-3's layout, pixel space) on pairs of renders of
+the procedural world.
+
+    python scripts/train_novel_view_prior.py --work-dir outputs/nv_prior --steps 3000 [--device cuda --batch-size 128]
+
+The UNet starts from the bundled text prior's (`--init-from`, as Zero-1-to-3 started from Stable
+Diffusion); the image encoder and the camera projection train with it. The colour/object pairs of
+`bundled.prior.view_pairs.HELD_OUT` are never shown. Checkpoints go to WORK_DIR/checkpoint.pt
+(atomically, every --checkpoint-minutes); the same command resumes exactly. When the last step is
+done the EMA weights are written to the package's bundled folder (or --export-dir).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bundled.prior.model import PriorArchitecture, build_scheduler  # noqa: E402
+from bundled.prior.novel_view_model import (  # noqa: E402
+    NOVEL_VIEW_PRIOR_DIR,
+    NovelViewArchitecture,
+    architecture_record,
+    build_feature_extractor,
+    build_image_encoder,
+    build_projection,
+    build_unet_for_views,
+    save_novel_view_prior,
+    warm_start_from_text_prior,
+)
+from bundled.prior.sampling import load_prior  # noqa: E402
+from bundled.prior.training import cosine_learning_rate, loss_weights, update_ema  # noqa: E402
+from bundled.prior.view_pairs import HELD_OUT, ViewGroups, draw_pairs, render_view_groups  # noqa: E402
+from bundled.prior.weights import BUNDLED_PRIOR_DIR  # noqa: E402
+from framework.guidance.camera_projection import relative_pose  # noqa: E402
+from framework.guidance.novel_view import clip_pixels  # noqa: E402
+from framework.utils.atomic import atomic_path  # noqa: E402
+from framework.utils.devices import default_device  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work-dir", type=Path, default=Path("outputs/novel_view_prior"))
+    parser.add_argument("--export-dir", type=Path, default=NOVEL_VIEW_PRIOR_DIR)
+    parser.add_argument("--init-from", type=Path, default=BUNDLED_PRIOR_DIR, help="text prior folder whose UNet starts the denoiser ('none': from scratch)")
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--warmup-steps", type=int, default=100)
+    parser.add_argument("--ema-decay", type=float, default=0.998)
+    parser.add_argument("--min-snr-gamma", type=float, default=5.0)
+    parser.add_argument("--groups", type=int, default=2048, help="rendered (object, colour) groups")
+    parser.add_argument("--views", type=int, default=6, help="renders per group; any two make a pair")
+    parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--render-workers", type=int, default=min(os.cpu_count() or 1, 8))
+    parser.add_argument("--condition-dropout", type=float, default=0.1, help="share of rows with the image and pose zeroed (classifier-free guidance)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    parser.add_argument("--stop-at-step", type=int, default=None)
+    parser.add_argument("--time-limit-minutes", type=float, default=None)
+    parser.add_argument("--export-only", action="store_true")
+    parser.add_argument("--device", default=str(default_device()))
+    args = parser.parse_args(argv)
+    if args.steps <= 0 or args.batch_size <= 0 or args.groups <= 0 or args.views < 2 or args.render_workers <= 0:
+        parser.error(f"--steps={args.steps}, --batch-size={args.batch_size}, --groups={args.groups} must be positive and --views={args.views} at least 2")
+    if not 0.0 <= args.condition_dropout < 1.0:
+        parser.error(f"--condition-dropout={args.condition_dropout} must be in [0, 1)")
+    if str(args.init_from).lower() != "none" and not (args.init_from / "unet").is_dir():
+        parser.error(f"--init-from={args.init_from}: no text prior there (no unet/ folder); pass none to start from scratch")
+    return args
+
+
+def load_or_render(args: argparse.Namespace) -> ViewGroups:
+    cache = args.work_dir / f"groups_g{args.groups}_v{args.views}_r{args.resolution}_s{args.seed}.pt"
+    if cache.exists():
+        return ViewGroups(**torch.load(cache, weights_only=True))
+    data = render_view_groups(args.groups, args.views, args.resolution, args.seed, args.render_workers)
+    with atomic_path(cache) as tmp:
+        torch.save(vars(data), tmp)
+    return data
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+    device = torch.device(args.device)
+    arch = NovelViewArchitecture(unet=PriorArchitecture(resolution=args.resolution))
+    unet = build_unet_for_views(arch).to(device)
+    image_encoder = build_image_encoder(arch).to(device)
+    projection = build_projection(arch).to(device)
+    scheduler = build_scheduler()
+    modules = {"unet": unet, "image_encoder": image_encoder, "projection": projection}
+    params = [p for module in modules.values() for p in module.parameters()]
+    command = "python scripts/train_novel_view_prior.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    checkpoint_path = args.work_dir / "checkpoint.pt"
+    state = torch.load(checkpoint_path, map_location=device, weights_only=True) if checkpoint_path.exists() else None
+    history: list[str] = []
+    if state is None and str(args.init_from).lower() != "none":
+        warm_start_from_text_prior(unet, load_prior(args.init_from).unet.to(device))
+        history.append(f"(UNet started from the text prior at {args.init_from})")
+    ema = [p.detach().clone() for p in params]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    generator = torch.Generator().manual_seed(args.seed + 1)
+    step = 0
+    if state is not None:
+        if state["architecture"] != architecture_record(arch):
+            raise SystemExit(f"{checkpoint_path} was trained with architecture {state['architecture']}: use another --work-dir")
+        for name, module in modules.items():
+            module.load_state_dict(state[name])
+        optimizer.load_state_dict(state["optimizer"])
+        for e, saved in zip(ema, state["ema"]):
+            e.copy_(saved)
+        generator.set_state(state["generator"].cpu())
+        step = int(state["step"])
+        history = list(state["history"])
+        print(f"resumed from {checkpoint_path} at step {step}")
+    if not args.export_only and history[-1:] != [command]:
+        history.append(command)
+
+    def save_checkpoint() -> None:
+        record = {name: module.state_dict() for name, module in modules.items()}
+        record.update(optimizer=optimizer.state_dict(), ema=ema, generator=generator.get_state(), step=torch.tensor(step), history=history, architecture=architecture_record(arch))
+        with atomic_path(checkpoint_path) as tmp:
+            torch.save(record, tmp)
+
+    def export() -> None:
+        with torch.no_grad():
+            live = [p.detach().clone() for p in params]
+            for p, e in zip(params, ema):
+                p.copy_(e)
+            provenance = {
+                "command": command,
+                "history": history,
+                "seed": args.seed,
+                "steps": step,
+                "batch_size": args.batch_size,
+                "groups": args.groups,
+                "views": args.views,
+                "held_out": [list(pair) for pair in HELD_OUT],
+                "architecture": architecture_record(arch),
+                "device": str(device),
+            }
+            save_novel_view_prior(args.export_dir, unet, image_encoder, projection, scheduler, build_feature_extractor(arch), provenance)
+            for p, saved in zip(params, live):
+                p.copy_(saved)
+        print(f"exported the EMA weights at step {step} to {args.export_dir}")
+
+    if args.export_only:
+        if state is None:
+            raise SystemExit(f"--export-only: no checkpoint at {checkpoint_path}")
+        export()
+        return
+
+    data = load_or_render(args)
+    images = data.images.to(device)
+    scheduler.alphas_cumprod = scheduler.alphas_cumprod.to(device)
+    loss_weight = loss_weights(scheduler.alphas_cumprod, args.min_snr_gamma, 0.0)
+    encoder_size = int(image_encoder.config.image_size)
+    started = last_save = time.monotonic()
+    stop = min(args.steps, args.stop_at_step) if args.stop_at_step is not None else args.steps
+    bar = tqdm(total=args.steps, initial=step, desc="training novel-view prior", unit="step")
+    while step < stop:
+        if args.time_limit_minutes is not None and time.monotonic() - started > 60 * args.time_limit_minutes:
+            save_checkpoint()
+            print(f"time limit reached: stopped at step {step}")
+            break
+        group, source, target_view = draw_pairs(data, args.batch_size, generator)
+        pose = relative_pose(data.cameras(group, target_view), data.cameras(group, source)).to(device)
+        keep = (torch.rand(args.batch_size, generator=generator) >= args.condition_dropout).to(device).float()
+        timesteps = torch.randint(scheduler.config.num_train_timesteps, (args.batch_size,), generator=generator).to(device)
+        noise = torch.randn(args.batch_size, 3, args.resolution, args.resolution, generator=generator).to(device)
+        g, s, t = group.to(device), source.to(device), target_view.to(device)
+        view_in = images[g, s].permute(0, 3, 1, 2).float() / 255.0
+        target = images[g, t].permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        for param_group in optimizer.param_groups:
+            param_group["lr"] = cosine_learning_rate(step, args.lr, args.warmup_steps, args.steps)
+        embedding = image_encoder(clip_pixels(view_in, encoder_size)).image_embeds
+        tokens = projection(torch.cat([embedding, pose], dim=-1))[:, None] * keep[:, None, None]
+        concat = (view_in * 2.0 - 1.0) * keep[:, None, None, None]
+        noisy = scheduler.add_noise(target, noise, timesteps)
+        prediction = unet(torch.cat([noisy, concat], dim=1), timesteps, encoder_hidden_states=tokens).sample
+        per_sample = F.mse_loss(prediction, scheduler.get_velocity(target, noise, timesteps), reduction="none").mean(dim=(1, 2, 3))
+        loss = (per_sample * loss_weight[timesteps]).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        step += 1
+        update_ema(ema, params, step, args.ema_decay)
+        bar.update(1)
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        if time.monotonic() - last_save > 60 * args.checkpoint_minutes or step == stop:
+            save_checkpoint()
+            last_save = time.monotonic()
+    bar.close()
+    if step == args.steps:
+        export()
+
+
+if __name__ == "__main__":
+    main()
