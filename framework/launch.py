@@ -44,7 +44,7 @@ from hydra.errors import CompactHydraException, InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning_fabric.utilities.rank_zero import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image
 
 import framework.distributed  # noqa: F401  (registers trainer.strategy=ddp_unwrapped)
@@ -192,9 +192,23 @@ class Start:
     checkpoint: str | None
 
 
+def apply_image_mode(cfg: DictConfig) -> None:
+    """With image= given, an experiment's `image_to_3d` node replaces the top-level nodes it names
+    (DreamGaussian's image-to-3D: the novel-view guidance and the reference-view losses in place of
+    the text prior's); without an image, or without that node, nothing changes."""
+    nodes = cfg.get("image_to_3d")
+    if cfg.get("image") is None or not nodes:
+        return
+    with open_dict(cfg):
+        for key in list(nodes):
+            cfg[key] = nodes[key]
+
+
 def preflight(cfg: DictConfig) -> Start:
-    """Every check that needs no weights, before any load: prompt, image, settings (a whole-number
-    seed, finite numbers everywhere), backend, the checkpoint to start from."""
+    """The experiment's image mode (`apply_image_mode`), then every check that needs no weights,
+    before any load: prompt, image, settings (a whole-number seed, finite numbers everywhere),
+    backend, the checkpoint to start from."""
+    apply_image_mode(cfg)
     check_prompt(cfg.prompt, cfg.get("image"))
     check_image(cfg.get("image"))
     check_settings(cfg)

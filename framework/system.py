@@ -23,12 +23,13 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from framework.cameras.batch import Batch
+from framework.cameras.batch import Batch, ReferenceView
 from framework.cameras.camera import CameraBatch
 from framework.distributed import UnwrappedDDPStrategy, average_gradients
 from framework.guidance.condition import Condition
 from framework.guidance.slot import GuidanceSlot
 from framework.optimizers import OptimizerGroup
+from framework.representations.background import SolidBackground
 from framework.schedules import as_scalar, value_at
 from framework.stages import Stage, stage_index_at
 from framework.utils.images import image_grid, save_png, to_uint8, write_video
@@ -109,6 +110,7 @@ class GenerationSystem(pl.LightningModule):
         self.save_dir = Path(save_dir)
         self._turntable: list[Tensor] = []
         self.nonfinite = NonFiniteGuard(max_bad_steps)
+        self._white = SolidBackground((1.0, 1.0, 1.0))  # behind the reference render; a buffer, no parameter
 
     def _check_stages(self) -> None:
         names = [stage.name for stage in self.stages]
@@ -186,11 +188,22 @@ class GenerationSystem(pl.LightningModule):
         raise ValueError(f"no representation {name!r}: there are {sorted(self.representations)}")
 
     # --- rendering ------------------------------------------------------------------------------
-    def render(self, cameras: CameraBatch, training: bool) -> dict[str, Tensor]:
+    def render(self, cameras: CameraBatch, training: bool, background: nn.Module | None = None) -> dict[str, Tensor]:
         stage = self.stage
         material = self.materials[stage.material]
         shading = material.sample_shading(cameras, training)
-        return self.renderers[stage.renderer](self.representation, material, self.background, cameras, shading, training)
+        return self.renderers[stage.renderer](self.representation, material, background or self.background, cameras, shading, training)
+
+    def render_reference(self, reference: ReferenceView) -> dict[str, Tensor]:
+        """The object seen from the reference camera as the reference image shows it: on white
+        (the image is composited on white), without shading augmentation (training=False), but
+        with gradients."""
+        return self.render(reference.cameras, training=False, background=self._white)
+
+    def needs_reference_render(self, step: int) -> bool:
+        """Whether an active, weighted loss of this step compares against the reference view."""
+        names = self.stage.losses if self.stage.losses is not None else list(self.losses)
+        return any(getattr(self.losses[name], "needs_reference_render", False) and value_at(self.loss_weights[name], step) != 0.0 for name in names)
 
     def transfer_batch_to_device(self, batch: Batch, device: torch.device, dataloader_idx: int) -> Batch:
         return batch.to(device)
@@ -237,6 +250,8 @@ class GenerationSystem(pl.LightningModule):
         self.set_learning_rates(inner, step)
         self.renderers[stage.renderer].update(self.representation, step)
         render = self.render(batch.cameras, training=True)
+        if batch.reference is not None and self.needs_reference_render(step):
+            render["reference"] = self.render_reference(batch.reference)
         if stage.densification is not None:
             stage.densification.pre_backward(self.representation, inner.members, step, render["info"])
         losses = self.compute_losses(render, batch, step)

@@ -128,3 +128,19 @@ def tiny_zero123_prior(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "clip_camera_projection" / "config.json").write_text('{"_class_name": "CLIPCameraProjection", "embedding_dim": 24, "additional_embeddings": 4}')
     save_file({"proj.weight": projection.weight.detach().contiguous(), "proj.bias": projection.bias.detach().contiguous()}, str(folder / "clip_camera_projection" / "diffusion_pytorch_model.safetensors"))
     return folder
+
+
+@pytest.fixture(scope="session")
+def front_view_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The true front view of a red cube (elevation 15, as `scripts/ground_truth.py` writes view_00)."""
+    from PIL import Image
+
+    from bundled.world.objects import OBJECTS
+    from bundled.world.render import render_object
+    from framework.cameras.camera import CameraBatch
+
+    camera = CameraBatch.from_orbit(torch.tensor([15.0]), torch.tensor([0.0]), torch.tensor([2.8]), torch.tensor([42.0]), 48)
+    rgb, _ = render_object(OBJECTS["cube"], "red", camera)
+    path = tmp_path_factory.mktemp("reference") / "view_00.png"
+    Image.fromarray((rgb[0] * 255).round().byte().numpy()).save(path)
+    return path

@@ -144,3 +144,27 @@ def tiny_fantasia3d_overrides(run_dir: Path, prior: Path, geometry_steps: int = 
         "callbacks.checkpoint.every_n_train_steps=1",
         "~callbacks.progress",
     ]
+
+
+def tiny_zero123_overrides(run_dir: Path, prior: Path, image: Path, max_steps: int = 4) -> list[str]:
+    """A Zero-1-to-3 run at the sizes of `tiny_overrides`, from `image` seen at elevation 15, under
+    the novel-view prior at `prior`; the reference view rendered at 32 px."""
+    return [
+        "experiment=zero123",
+        f"image={image}",
+        "image_elevation=15",
+        "camera.reference_resolution=32",
+        *tiny_overrides(run_dir, prior, max_steps),
+    ]
+
+
+def tiny_dreamgaussian_image_overrides(run_dir: Path, text_prior: Path, novel_view_prior: Path, image: Path, gaussian_steps: int = 4, texture_steps: int = 2) -> list[str]:
+    """DreamGaussian's image mode at the sizes of `tiny_gaussian_overrides`."""
+    return [
+        "experiment=dreamgaussian",
+        f"image={image}",
+        "image_elevation=15",
+        "camera.reference_resolution=32",
+        f"image_to_3d.guidance.pretrained={novel_view_prior}",
+        *tiny_gaussian_overrides(run_dir, text_prior, gaussian_steps, texture_steps),
+    ]

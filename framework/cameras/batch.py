@@ -3,15 +3,17 @@ reference view (image, mask and the camera it was taken from)."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
 from framework.cameras.camera import CameraBatch
+from framework.cameras.reference_image import prepare_reference_image
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -33,22 +35,15 @@ class ReferenceView:
             raise ValueError(f"reference camera {self.cameras.height}x{self.cameras.width} does not match the image's {tuple(self.image.shape[1:3])}")
 
     @classmethod
-    def from_file(cls, path: str | Path, cameras: CameraBatch) -> "ReferenceView":
-        """An RGBA or RGB image resized to the camera's resolution. The mask is the alpha channel,
-        or, without one, every pixel that is not (near) white."""
-        try:
-            with Image.open(path) as picture:
-                rgba = picture.convert("RGBA").resize((cameras.width, cameras.height), Image.BILINEAR)
-        except (OSError, SyntaxError, ValueError) as error:
-            raise ValueError(f"image={str(path)!r} is not a readable image file ({type(error).__name__})") from None
-        values = torch.from_numpy(np.asarray(rgba, dtype=np.float32) / 255.0)[None]
-        rgb, alpha = values[..., :3], values[..., 3:]
-        if bool((alpha < 1).any()):
-            mask = alpha
-        else:
-            mask = (rgb.min(dim=-1, keepdim=True).values < 0.95).float()
-        image = rgb * mask + (1 - mask)
-        return cls(image, mask, cameras)
+    def from_file(cls, path: str | Path, cameras: CameraBatch, framing: str = "auto", fill: float = 0.6) -> "ReferenceView":
+        """An image file as the view of the one square camera `cameras`: see
+        `framework.cameras.reference_image` for what is done to it (masking, framing)."""
+        if cameras.height != cameras.width:
+            raise ValueError(f"the reference camera must be square, got {cameras.height}x{cameras.width}")
+        prepared = prepare_reference_image(path, cameras.height, framing, fill)
+        for note in prepared.notes:
+            log.info("image=%s: %s", path, note)
+        return cls(prepared.image, prepared.mask, cameras)
 
     def to(self, device: torch.device | str) -> "ReferenceView":
         return replace(self, image=self.image.to(device), mask=self.mask.to(device), cameras=self.cameras.to(device))

@@ -51,6 +51,8 @@ class OrbitCameraDataModule(pl.LightningDataModule):
     image: the reference image of image-to-3D (RGBA, or RGB on white), or None.
     reference_elevation_deg, reference_azimuth_deg, reference_distance, reference_fovy_deg,
         reference_resolution: the camera the reference image is taken to be seen from.
+        reference_framing, reference_fill: how the image is framed for that camera (`auto`,
+            `fit` or `keep`; see `framework.cameras.reference_image`).
     """
 
     def __init__(
@@ -71,6 +73,8 @@ class OrbitCameraDataModule(pl.LightningDataModule):
         reference_distance: float = 2.8,
         reference_fovy_deg: float = 42.0,
         reference_resolution: int = 64,
+        reference_framing: str = "auto",
+        reference_fill: float = 0.6,
     ) -> None:
         super().__init__()
         self.distribution = distribution
@@ -92,7 +96,7 @@ class OrbitCameraDataModule(pl.LightningDataModule):
                 torch.tensor([float(reference_fovy_deg)]),
                 reference_resolution,
             )
-            self.reference = ReferenceView.from_file(image, camera)
+            self.reference = ReferenceView.from_file(image, camera, reference_framing, reference_fill)
 
     def training_batch(self, index: int, rank: int = 0, world_size: int = 1) -> CameraBatch:
         """The cameras of training step `index` on process `rank` of `world_size` (deterministic in

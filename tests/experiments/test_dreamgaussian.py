@@ -9,7 +9,8 @@ import pytest
 import torch
 from plyfile import PlyData
 
-from experiments.dreamgaussian import DenoisedTarget, denoise
+from experiments.dreamgaussian import DenoisedTarget
+from framework.guidance.denoising import denoise
 from framework.cameras.batch import Batch
 from framework.cameras.distribution import OrbitDistribution
 from framework.conversions.gaussians_to_mesh import GaussiansToTexturedMesh

@@ -3,7 +3,7 @@ import warnings
 import pytest
 import torch
 
-from experiments.dreamgaussian import denoise
+from framework.guidance.denoising import denoise
 from framework.cameras.distribution import OrbitDistribution
 from framework.guidance.condition import Condition
 from framework.guidance.cuda_graph import GraphedCall

@@ -146,7 +146,7 @@ def test_reference_view_from_rgba_and_from_rgb_on_white(tmp_path):
     rgb = np.full((16, 16, 3), 255, dtype=np.uint8)
     rgb[2:6, 2:6] = (200, 10, 10)
     Image.fromarray(rgb).save(tmp_path / "on_white.png")
-    assert ReferenceView.from_file(tmp_path / "on_white.png", _front_camera(16)).mask.sum() == 16
+    assert ReferenceView.from_file(tmp_path / "on_white.png", _front_camera(16), framing="keep").mask.sum() == 16
     (tmp_path / "broken.png").write_bytes(b"not an image")
     with pytest.raises(ValueError, match="broken.png' is not a readable image file"):
         ReferenceView.from_file(tmp_path / "broken.png", _front_camera(16))

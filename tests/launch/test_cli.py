@@ -28,8 +28,9 @@ def _env() -> dict:
 def test_help_starts_with_a_usage_line_naming_prompt_and_the_experiments(tmp_path):
     result = _launch("--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    usage = result.stdout.splitlines()[:3]
-    assert usage[0].startswith("usage: python -m framework.launch experiment=<dreamfusion|dreamgaussian|fantasia3d|magic3d> prompt=")
+    usage = result.stdout.splitlines()[:4]
+    assert usage[0].startswith("usage: python -m framework.launch experiment=<dreamfusion|dreamgaussian|fantasia3d|magic3d|zero123> prompt=")
+    assert any("experiment=zero123 image=<file>" in line for line in usage)
     assert any(line.startswith("prompt= is required") for line in usage)
 
 
@@ -78,7 +79,7 @@ def test_more_bad_inputs_each_give_exactly_one_line_naming_the_value(tmp_path):
     not_an_image = tmp_path / "prompt.png"
     not_an_image.write_text("a text file named like an image")
     cases = [
-        (["guidance=nope"], "In 'config': Could not find 'guidance/nope'; the options are bundled, deepfloyd_if, stable_diffusion"),
+        (["guidance=nope"], "In 'config': Could not find 'guidance/nope'; the options are bundled, deepfloyd_if, novel_view, stable_diffusion, zero123"),
         (["hydra/launcher=nope"], "Could not find 'hydra/launcher/nope'; the options are basic, "),
         (["guidance=stable_diffusion", "guidance.resolution=100"], "resolution=100: a latent diffusion model needs a positive multiple of 8"),
         ([f"guidance.pretrained={incomplete}"], f"model folder '{incomplete}' is incomplete: it has no 'tokenizer' subfolder"),
