@@ -14,11 +14,13 @@ from safetensors.torch import load_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import train_novel_view_prior  # noqa: E402
 
+from bundled.evaluation.novel_view_prior import TARGET_VIEWS, score_novel_view_prior, summarise, target_cameras  # noqa: E402
 from bundled.prior.dataset import COLOUR_NAMES, OBJECT_NAMES  # noqa: E402
 from bundled.prior.novel_view_model import NovelViewArchitecture, build_unet_for_views, warm_start_from_text_prior  # noqa: E402
 from bundled.prior.sampling import load_prior  # noqa: E402
 from bundled.prior.view_pairs import HELD_OUT, draw_pairs, render_view_groups, training_pairs  # noqa: E402
 from framework.cameras.batch import ReferenceView  # noqa: E402
+from framework.cameras.camera import CameraBatch  # noqa: E402
 from framework.cameras.distribution import OrbitDistribution  # noqa: E402
 from framework.guidance.condition import Condition  # noqa: E402
 from framework.guidance.novel_view import NovelViewGuidance  # noqa: E402
@@ -89,3 +91,17 @@ def test_bad_arguments_exit_with_one_line(capsys, tmp_path):
         with pytest.raises(SystemExit) as exit_info:
             train_novel_view_prior.parse_args(argv)
         assert exit_info.value.code == 2 and named in capsys.readouterr().err
+
+
+def test_the_scorer_compares_samples_with_the_true_renders_of_held_out_pairs(tiny_novel_view_prior):
+    guidance = NovelViewGuidance(str(tiny_novel_view_prior), device="cpu", embedding_cache_dir=None)
+    scores = score_novel_view_prior(guidance, n_random_inputs=1, steps=1, pairs=HELD_OUT[:1])
+    assert [(s.colour, s.object) for s in scores] == [HELD_OUT[0]] * 2
+    assert (scores[0].input_elevation_deg, scores[0].input_azimuth_deg) == (15.0, 0.0)
+    assert all(len(s.mask_iou) == TARGET_VIEWS and all(0.0 <= v <= 1.0 for v in s.mask_iou) for s in scores)
+    summary = summarise(scores)
+    assert summary["samples"] == 2 * TARGET_VIEWS and 0.0 <= summary["colour_accuracy"] <= 1.0
+    # The targets turn with the input view, so every input sees the same relative poses.
+    turned = target_cameras(CameraBatch.from_orbit(torch.tensor([30.0]), torch.tensor([100.0]), torch.tensor([2.8]), torch.tensor([42.0]), 32), 32)
+    front = target_cameras(CameraBatch.from_orbit(torch.tensor([15.0]), torch.tensor([0.0]), torch.tensor([2.8]), torch.tensor([42.0]), 32), 32)
+    torch.testing.assert_close((turned.azimuth_deg - front.azimuth_deg) % 360.0, torch.full((TARGET_VIEWS,), 100.0))
