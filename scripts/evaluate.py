@@ -4,8 +4,9 @@
 
 Reads the prompt from RUN_DIR/.hydra/config.yaml, renders RUN_DIR/export/model.glb and the true
 object from the evaluation views, writes RUN_DIR/eval.json (per-view mask IoU and colour error,
-`mask_iou_mean`, `color_error_mean`, `dominant_colour`, `colour_right`) and prints the summary as JSON
-on its last line.
+`mask_iou_mean`, `color_error_mean`, `dominant_colour`, `colour_right`; for a mug, house or
+snowman `view_accuracy`, the Janus measure) and prints the summary as JSON on its last line. An
+image-to-3D run is scored against the object its prompt= names (given beside image=).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         pose = f"elevation {view['elevation']:5.1f} azimuth {view['azimuth']:6.1f}"
         print(f"{pose}: mask IoU {view['mask_iou']:.3f}, colour error {error}")
     print(f"wrote {args.run_dir / eval_name(args.asset)}")
-    keys = ("prompt", "asset", "mask_iou_mean", "color_error_mean", "dominant_colour", "colour_right", "watertight", "pbr_maps", "n_views")
+    keys = ("prompt", "asset", "mask_iou_mean", "color_error_mean", "dominant_colour", "colour_right", "watertight", "pbr_maps", "view_accuracy", "n_views")
     summary = {key: result[key] for key in keys}
     print(json.dumps(summary))
 

@@ -162,7 +162,7 @@ def build_normal_map_references(objects: Sequence[str], grid: ReferenceGrid = Re
     return (torch.stack(images) * 255.0).round().to(torch.uint8)
 
 
-def _compare_size(images: Tensor) -> Tensor:
+def compare_size(images: Tensor) -> Tensor:
     """Images [B, H, W, 3] area-resampled to the references' resolution."""
     if images.shape[1:3] == (COMPARE_RESOLUTION, COMPARE_RESOLUTION):
         return images
@@ -175,7 +175,7 @@ def score_plain(images: Tensor, prompts: Sequence[PriorPrompt], references: Prio
     objects = torch.tensor([references.objects.index(p.object) for p in prompts])
     colours = torch.tensor([references.colours.index(p.colour) for p in prompts])
     colour_ok = classify_colour(images, foreground_mask(images), references.colour_means[objects]) == colours
-    small = _compare_size(images)
+    small = compare_size(images)
     shape_ok = torch.zeros(len(prompts), dtype=torch.bool)
     for c in colours.unique().tolist():
         rows = (colours == c).nonzero(as_tuple=True)[0]
@@ -188,7 +188,7 @@ def score_normal_maps(images: Tensor, prompts: Sequence[PriorPrompt], objects: S
     """Shape correctness [N] (bool) of normal-map samples [N, H, W, 3]: the nearest normal-map
     reference view shows the prompted object (`references` from `build_normal_map_references`)."""
     wanted = torch.tensor([list(objects).index(p.object) for p in prompts])
-    return nearest_candidate(_compare_size(images), list(references)) == wanted
+    return nearest_candidate(compare_size(images), list(references)) == wanted
 
 
 def train_view_classifier(references: PriorReferences, steps: int = TRAIN_STEPS, seed: int = 0, members: int = 1) -> FrontBackClassifier:
@@ -206,7 +206,7 @@ def train_view_classifier(references: PriorReferences, steps: int = TRAIN_STEPS,
 def score_views(images: Tensor, prompts: Sequence[PriorPrompt], classifier: FrontBackClassifier) -> Tensor:
     """View correctness [N] (bool) of samples [N, H, W, 3] of "front view"/"back view" prompts."""
     views = torch.tensor([VIEWS.index(p.view) for p in prompts])
-    return classifier.classify(_compare_size(images), [p.object for p in prompts]) == views
+    return classifier.classify(compare_size(images), [p.object for p in prompts]) == views
 
 
 @dataclass

@@ -11,11 +11,13 @@ from omegaconf import OmegaConf
 from torch import Tensor
 
 from bundled.evaluation.asset import load_asset, render_asset
+from bundled.evaluation.janus import janus_cameras, view_verdicts
 from bundled.evaluation.metrics import UNCLASSIFIED, classify_colour, color_error, mask_iou, mean_colour
 from bundled.evaluation.views import evaluation_cameras
 from bundled.world.objects import COLOURS, OBJECTS, parse_prompt
 from bundled.world.render import render_object
 from framework.cameras.camera import CameraBatch
+from framework.guidance.prompts import VIEWS
 from framework.utils.atomic import atomic_path
 
 ASSET = Path("export") / "model.glb"
@@ -41,7 +43,8 @@ def evaluate_run(run_dir: str | Path, n_views: int = 8, resolution: int = 64, as
     overlap), their means, the prompt, the dominant colour: the world colour whose true object's
     mean colour is nearest the asset's in most views (`colour_right` says whether it is the
     prompt's), whether the surface is watertight once the copies of vertices along UV seams are
-    merged (`watertight`), and the glTF metallic-roughness maps it carries (`pbr_maps`).
+    merged (`watertight`), the glTF metallic-roughness maps it carries (`pbr_maps`), and for
+    objects with a front the Janus measure (`view_accuracy`, see `view_accuracy`; null otherwise).
 
     Returns:
         The dict written to eval.json.
@@ -63,6 +66,7 @@ def evaluate_run(run_dir: str | Path, n_views: int = 8, resolution: int = 64, as
     errors = [None if math.isnan(e) else e for e in color_error(rgb, true_rgb, mask, true_mask).tolist()]
     defined = [e for e in errors if e is not None]
     dominant = dominant_colour(rgb, mask, object_name, cameras)
+    janus = view_accuracy(asset, object_name) if OBJECTS[object_name].has_front else None
     result = {
         "prompt": prompt,
         "asset": str(asset_path),
@@ -74,6 +78,8 @@ def evaluate_run(run_dir: str | Path, n_views: int = 8, resolution: int = 64, as
         "colour_right": dominant == colour,
         "watertight": watertight,
         "pbr_maps": pbr_maps,
+        "view_accuracy": janus["view_accuracy"] if janus else None,
+        "janus_views": janus["views"] if janus else None,
         "views": [
             {"elevation": float(e), "azimuth": float(a), "mask_iou": iou, "color_error": error}
             for e, a, iou, error in zip(cameras.elevation_deg, cameras.azimuth_deg, ious, errors)
@@ -82,6 +88,22 @@ def evaluate_run(run_dir: str | Path, n_views: int = 8, resolution: int = 64, as
     with atomic_path(run_dir / eval_name(asset_path)) as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def view_accuracy(asset: object, object_name: str) -> dict:
+    """The Janus measure of an asset of an object with a front (`bundled.evaluation.janus`): the
+    share of 12 renders near its front and back that the front/back judge puts on the camera's
+    side, and each render's verdict."""
+    cameras, sides = janus_cameras()
+    renders, _ = render_asset(asset, cameras)
+    verdicts = view_verdicts(renders, object_name)
+    return {
+        "view_accuracy": float((verdicts == sides).float().mean()),
+        "views": [
+            {"elevation": float(e), "azimuth": float(a), "side": VIEWS[int(s)], "judged": VIEWS[int(v)]}
+            for e, a, s, v in zip(cameras.elevation_deg, cameras.azimuth_deg, sides, verdicts)
+        ],
+    }
 
 
 def eval_name(asset: Path) -> str:

@@ -24,7 +24,7 @@ from bundled.evaluation.metrics import (
     nearest_candidate,
 )
 from bundled.evaluation.prior import ReferenceGrid, evaluate_prior
-from bundled.evaluation.run import evaluate_run
+from bundled.evaluation.run import view_accuracy, evaluate_run
 from bundled.evaluation.views import evaluation_cameras
 from bundled.prior.sampling import load_prior, sample_images
 from bundled.world.objects import OBJECTS, parse_prompt
@@ -203,6 +203,22 @@ def test_evaluate_run_scores_the_true_object_high_and_a_wrong_one_low(tmp_path):
     assert bad["dominant_colour"] == "blue" and not bad["colour_right"]
     orange = evaluate_run(_fake_run(tmp_path / "orange", "a red cube", "cube", "orange"), n_views=4)
     assert orange["dominant_colour"] == "orange" and not orange["colour_right"]
+
+
+@pytest.mark.parametrize("name", ["mug", "house", "snowman"])
+def test_the_janus_measure_gives_true_objects_full_marks_and_turned_ones_none(name):
+    """The true asset shows its front from the front (the judge agrees on all 12 views); the same
+    asset turned by 180 degrees shows its back there, and every verdict flips."""
+    asset = _asset_of(name, "green")
+    assert view_accuracy(asset, name)["view_accuracy"] == 1.0
+    turn = torch.tensor([[-1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, 1.0]])
+    turned = MeshAsset(asset.vertices @ turn.T, asset.faces, colours=asset.colours)
+    assert view_accuracy(turned, name)["view_accuracy"] == 0.0
+
+
+def test_evaluate_run_reports_view_accuracy_only_for_objects_with_a_front(tmp_path):
+    assert evaluate_run(_fake_run(tmp_path / "mug", "a cyan mug", "mug", "cyan"), n_views=2)["view_accuracy"] == 1.0
+    assert evaluate_run(_fake_run(tmp_path / "cube", "a red cube", "cube", "red"), n_views=2)["view_accuracy"] is None
 
 
 def test_evaluate_run_explains_a_missing_asset(tmp_path):
