@@ -37,7 +37,7 @@ from bundled.prior.novel_view_model import (  # noqa: E402
     warm_start_from_text_prior,
 )
 from bundled.prior.sampling import load_prior  # noqa: E402
-from bundled.prior.training import cosine_learning_rate, loss_weights, update_ema  # noqa: E402
+from bundled.prior.training import TrainingRun, cosine_learning_rate, loss_weights  # noqa: E402
 from bundled.prior.view_pairs import HELD_OUT, ViewGroups, draw_pairs, render_view_groups  # noqa: E402
 from bundled.prior.weights import BUNDLED_PRIOR_DIR  # noqa: E402
 from framework.guidance.camera_projection import relative_pose  # noqa: E402
@@ -101,62 +101,35 @@ def main(argv: list[str] | None = None) -> None:
     modules = {"unet": unet, "image_encoder": image_encoder, "projection": projection}
     params = [p for module in modules.values() for p in module.parameters()]
     command = "python scripts/train_novel_view_prior.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    checkpoint_path = args.work_dir / "checkpoint.pt"
-    state = torch.load(checkpoint_path, map_location=device, weights_only=True) if checkpoint_path.exists() else None
-    history: list[str] = []
-    if state is None and str(args.init_from).lower() != "none":
-        warm_start_from_text_prior(unet, load_prior(args.init_from).unet.to(device))
-        history.append(f"(UNet started from the text prior at {args.init_from})")
-    ema = [p.detach().clone() for p in params]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
-    generator = torch.Generator().manual_seed(args.seed + 1)
-    step = 0
-    if state is not None:
-        if state["architecture"] != architecture_record(arch):
-            raise SystemExit(f"{checkpoint_path} was trained with architecture {state['architecture']}: use another --work-dir")
-        for name, module in modules.items():
-            module.load_state_dict(state[name])
-        optimizer.load_state_dict(state["optimizer"])
-        for e, saved in zip(ema, state["ema"]):
-            e.copy_(saved)
-        generator.set_state(state["generator"].cpu())
-        step = int(state["step"])
-        history = list(state["history"])
-        print(f"resumed from {checkpoint_path} at step {step}")
-    if not args.export_only and history[-1:] != [command]:
-        history.append(command)
-
-    def save_checkpoint() -> None:
-        record = {name: module.state_dict() for name, module in modules.items()}
-        record.update(optimizer=optimizer.state_dict(), ema=ema, generator=generator.get_state(), step=torch.tensor(step), history=history, architecture=architecture_record(arch))
-        with atomic_path(checkpoint_path) as tmp:
-            torch.save(record, tmp)
+    state = TrainingRun(args.work_dir / "checkpoint.pt", modules, optimizer, torch.Generator().manual_seed(args.seed + 1), architecture_record(arch))
+    if not state.restore(device) and str(args.init_from).lower() != "none":
+        warm_start_from_text_prior(unet, load_prior(args.init_from).unet.to(device))
+        state.ema = [p.detach().clone() for p in state.params]
+        state.history.append(f"(UNet started from the text prior at {args.init_from})")
+    if not args.export_only and state.history[-1:] != [command]:
+        state.history.append(command)
 
     def export() -> None:
-        with torch.no_grad():
-            live = [p.detach().clone() for p in params]
-            for p, e in zip(params, ema):
-                p.copy_(e)
-            provenance = {
-                "command": command,
-                "history": history,
-                "seed": args.seed,
-                "steps": step,
-                "batch_size": args.batch_size,
-                "groups": args.groups,
-                "views": args.views,
-                "held_out": [list(pair) for pair in HELD_OUT],
-                "architecture": architecture_record(arch),
-                "device": str(device),
-            }
+        provenance = {
+            "command": command,
+            "history": state.history,
+            "seed": args.seed,
+            "steps": state.step,
+            "batch_size": args.batch_size,
+            "groups": args.groups,
+            "views": args.views,
+            "held_out": [list(pair) for pair in HELD_OUT],
+            "architecture": architecture_record(arch),
+            "device": str(device),
+        }
+        with state.ema_weights():
             save_novel_view_prior(args.export_dir, unet, image_encoder, projection, scheduler, build_feature_extractor(arch), provenance)
-            for p, saved in zip(params, live):
-                p.copy_(saved)
-        print(f"exported the EMA weights at step {step} to {args.export_dir}")
+        print(f"exported the EMA weights at step {state.step} to {args.export_dir}")
 
     if args.export_only:
-        if state is None:
-            raise SystemExit(f"--export-only: no checkpoint at {checkpoint_path}")
+        if state.step == 0:
+            raise SystemExit(f"--export-only: no checkpoint at {state.path}")
         export()
         return
 
@@ -167,22 +140,22 @@ def main(argv: list[str] | None = None) -> None:
     encoder_size = int(image_encoder.config.image_size)
     started = last_save = time.monotonic()
     stop = min(args.steps, args.stop_at_step) if args.stop_at_step is not None else args.steps
-    bar = tqdm(total=args.steps, initial=step, desc="training novel-view prior", unit="step")
-    while step < stop:
+    bar = tqdm(total=args.steps, initial=state.step, desc="training novel-view prior", unit="step")
+    while state.step < stop:
         if args.time_limit_minutes is not None and time.monotonic() - started > 60 * args.time_limit_minutes:
-            save_checkpoint()
-            print(f"time limit reached: stopped at step {step}")
+            state.save()
+            print(f"time limit reached: stopped at step {state.step}")
             break
-        group, source, target_view = draw_pairs(data, args.batch_size, generator)
+        group, source, target_view = draw_pairs(data, args.batch_size, state.generator)
         pose = relative_pose(data.cameras(group, target_view), data.cameras(group, source)).to(device)
-        keep = (torch.rand(args.batch_size, generator=generator) >= args.condition_dropout).to(device).float()
-        timesteps = torch.randint(scheduler.config.num_train_timesteps, (args.batch_size,), generator=generator).to(device)
-        noise = torch.randn(args.batch_size, 3, args.resolution, args.resolution, generator=generator).to(device)
+        keep = (torch.rand(args.batch_size, generator=state.generator) >= args.condition_dropout).to(device).float()
+        timesteps = torch.randint(scheduler.config.num_train_timesteps, (args.batch_size,), generator=state.generator).to(device)
+        noise = torch.randn(args.batch_size, 3, args.resolution, args.resolution, generator=state.generator).to(device)
         g, s, t = group.to(device), source.to(device), target_view.to(device)
         view_in = images[g, s].permute(0, 3, 1, 2).float() / 255.0
         target = images[g, t].permute(0, 3, 1, 2).float() / 127.5 - 1.0
         for param_group in optimizer.param_groups:
-            param_group["lr"] = cosine_learning_rate(step, args.lr, args.warmup_steps, args.steps)
+            param_group["lr"] = cosine_learning_rate(state.step, args.lr, args.warmup_steps, args.steps)
         embedding = image_encoder(clip_pixels(view_in, encoder_size)).image_embeds
         tokens = projection(torch.cat([embedding, pose], dim=-1))[:, None] * keep[:, None, None]
         concat = (view_in * 2.0 - 1.0) * keep[:, None, None, None]
@@ -194,16 +167,15 @@ def main(argv: list[str] | None = None) -> None:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
-        step += 1
-        update_ema(ema, params, step, args.ema_decay)
+        state.advance(args.ema_decay)
         bar.update(1)
-        if step % 10 == 0:
+        if state.step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
-        if time.monotonic() - last_save > 60 * args.checkpoint_minutes or step == stop:
-            save_checkpoint()
+        if time.monotonic() - last_save > 60 * args.checkpoint_minutes or state.step == stop:
+            state.save()
             last_save = time.monotonic()
     bar.close()
-    if step == args.steps:
+    if state.step == args.steps:
         export()
 
 

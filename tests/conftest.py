@@ -12,6 +12,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from bundled.prior.model import PriorArchitecture, build_scheduler, build_text_encoder, build_tokenizer, build_unet
+from bundled.prior.multi_view_model import build_multi_view_unet, inflate_text_prior
 from bundled.prior.novel_view_model import (
     NovelViewArchitecture,
     build_feature_extractor,
@@ -20,6 +21,7 @@ from bundled.prior.novel_view_model import (
     build_unet_for_views,
     save_novel_view_prior,
 )
+from bundled.prior.sampling import load_prior
 from bundled.prior.weights import save_prior
 from framework.guidance.camera_projection import camera_projection
 
@@ -144,3 +146,16 @@ def front_view_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("reference") / "view_00.png"
     Image.fromarray((rgb[0] * 255).round().byte().numpy()).save(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_multi_view_prior(tmp_path_factory: pytest.TempPathFactory, tiny_pixel_prior: Path) -> Path:
+    """The tiny text prior inflated, with a random camera embedding (a trained one is not zero)."""
+    torch.manual_seed(0)
+    unet = build_multi_view_unet(TINY_PIXEL)
+    inflate_text_prior(unet, load_prior(tiny_pixel_prior).unet)
+    torch.nn.init.normal_(unet.class_embedding.linear_2.weight, std=0.5)
+    folder = tmp_path_factory.mktemp("tiny_multi_view_prior")
+    tokenizer = build_tokenizer()
+    save_prior(folder, unet, load_prior(tiny_pixel_prior).text_encoder, tokenizer, build_scheduler(), {"test": True}, class_name="BundledMultiViewPrior")
+    return folder

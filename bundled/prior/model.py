@@ -64,11 +64,13 @@ def build_text_encoder(arch: PriorArchitecture, vocab_size: int) -> T5EncoderMod
     return T5EncoderModel(config)
 
 
-def build_unet(arch: PriorArchitecture, in_channels: int = 3, text_conditioned: bool = True) -> UNet2DConditionModel:
+def build_unet(arch: PriorArchitecture, in_channels: int = 3, text_conditioned: bool = True, camera_features: int = 0) -> UNet2DConditionModel:
     """The denoiser. `text_conditioned`: IF's layout (T5 tokens projected to the cross-attention
     width, their pooled embedding added to the time embedding); otherwise Stable Diffusion's plain
     cross-attention to `block_channels[-1]`-wide tokens (Zero-1-to-3's projected image + pose
-    embedding), with `in_channels` counting any image concatenated to the noisy sample."""
+    embedding), with `in_channels` counting any image concatenated to the noisy sample.
+    `camera_features` > 0 adds MVDream's camera embedding (diffusers' projection class embedding
+    of that many inputs, added to the time embedding)."""
     n = len(arch.block_channels)
     if not 0 < arch.cross_attention_levels <= n or not 0 <= arch.self_attention_levels <= arch.cross_attention_levels:
         raise ValueError(
@@ -102,6 +104,7 @@ def build_unet(arch: PriorArchitecture, in_channels: int = 3, text_conditioned: 
         attention_head_dim=arch.attention_head_dim,
         norm_num_groups=8,
         **(text if text_conditioned else {}),
+        **({"class_embed_type": "projection", "projection_class_embeddings_input_dim": camera_features} if camera_features else {}),
     )
 
 

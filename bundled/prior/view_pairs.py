@@ -1,6 +1,7 @@
-"""Training data of the bundled novel-view prior: groups of renders of one object in one colour
-from several random cameras of the SDS sampler's distribution. Any two views of a group make a
-training pair (input view, target view), so G groups of V views give G V (V - 1) pairs.
+"""Training data of the bundled novel-view and multi-view priors: groups of renders of one object
+in one colour from several cameras of the SDS sampler's distribution. For the novel-view prior any
+two views of a group make a training pair (input view, target view), so G groups of V views give
+G V (V - 1) pairs; for the multi-view prior a group is one view set, denoised together.
 
 Some colour/object pairs are held out of training, so the prior is scored on objects it has never
 seen in that colour (`HELD_OUT`).
@@ -51,16 +52,21 @@ def training_pairs(held_out: tuple[tuple[str, str], ...] = HELD_OUT) -> list[tup
     return [(c, o) for o in range(len(OBJECT_NAMES)) for c in range(len(COLOUR_NAMES)) if (c, o) not in excluded]
 
 
-def render_view_groups(groups: int, views: int, resolution: int, seed: int, workers: int = 1, held_out: tuple[tuple[str, str], ...] = HELD_OUT) -> ViewGroups:
+def render_view_groups(
+    groups: int, views: int, resolution: int, seed: int, workers: int = 1, held_out: tuple[tuple[str, str], ...] = HELD_OUT, orbit_sets: bool = False
+) -> ViewGroups:
     """`groups` groups of `views` renders, each group one (colour, object) pair drawn uniformly
-    from the pairs not held out; deterministic in `seed` for any number of `workers`."""
+    from the pairs not held out; deterministic in `seed` for any number of `workers`. The cameras
+    are independent draws of the SDS distribution, or with `orbit_sets` MVDream's view sets
+    (`OrbitDistribution.sample_groups`: one elevation, azimuths evenly apart)."""
     if groups <= 0 or views < 2:
         raise ValueError(f"groups={groups} must be positive and views={views} at least 2 (a pair)")
     generator = torch.Generator().manual_seed(seed)
     allowed = torch.tensor(training_pairs(held_out))
     pair = allowed[torch.randint(len(allowed), (groups,), generator=generator)]
     colour, obj = pair[:, 0], pair[:, 1]
-    cameras = OrbitDistribution().sample(groups * views, resolution, generator)
+    distribution = OrbitDistribution()
+    cameras = distribution.sample_groups(groups, views, resolution, generator) if orbit_sets else distribution.sample(groups * views, resolution, generator)
     per_chunk = max(1, 64 // views) * views
     chunks = [cameras.subset(slice(a, a + per_chunk)) for a in range(0, groups * views, per_chunk)]
     images, _ = render_rows(obj.repeat_interleave(views), colour.repeat_interleave(views), chunks, workers)

@@ -21,8 +21,11 @@ def save_prior(
     tokenizer: PreTrainedTokenizerFast,
     scheduler: DDPMScheduler,
     provenance: dict,
+    class_name: str = "BundledPixelPrior",
 ) -> None:
-    """Write the model atomically as fp16 safetensors in the IF stage-I folder layout."""
+    """Write the model atomically as fp16 safetensors in the IF stage-I folder layout
+    (`class_name` names the model in model_index.json: the multi-view prior is
+    "BundledMultiViewPrior")."""
     with atomic_directory(folder) as tmp:
         unet.to(torch.float16).save_pretrained(tmp / "unet", safe_serialization=True)
         text_encoder.to(torch.float16).save_pretrained(tmp / "text_encoder", safe_serialization=True)
@@ -31,7 +34,7 @@ def save_prior(
         tokenizer.save_pretrained(tmp / "tokenizer")
         scheduler.save_pretrained(tmp / "scheduler")
         index = {
-            "_class_name": "BundledPixelPrior",
+            "_class_name": class_name,
             "unet": ["diffusers", "UNet2DConditionModel"],
             "text_encoder": ["transformers", "T5EncoderModel"],
             "tokenizer": ["transformers", "PreTrainedTokenizerFast"],

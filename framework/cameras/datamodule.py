@@ -53,6 +53,8 @@ class OrbitCameraDataModule(pl.LightningDataModule):
         reference_resolution: the camera the reference image is taken to be seen from.
         reference_framing, reference_fill: how the image is framed for that camera (`auto`,
             `fit` or `keep`; see `framework.cameras.reference_image`).
+        views_per_group: with more than 1, every batch_size entry is a group of this many cameras
+            90 (360 / views) degrees apart at one elevation (a multi-view prior's view set).
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class OrbitCameraDataModule(pl.LightningDataModule):
         reference_resolution: int = 64,
         reference_framing: str = "auto",
         reference_fill: float = 0.6,
+        views_per_group: int = 1,
     ) -> None:
         super().__init__()
         self.distribution = distribution
@@ -87,6 +90,9 @@ class OrbitCameraDataModule(pl.LightningDataModule):
         self.eval_resolution = eval_resolution
         self.n_validation_views = n_validation_views
         self.n_turntable_frames = n_turntable_frames
+        if views_per_group < 1:
+            raise ValueError(f"views_per_group={views_per_group} must be at least 1")
+        self.views_per_group = views_per_group
         self.reference: ReferenceView | None = None
         if image is not None:
             camera = CameraBatch.from_orbit(
@@ -106,6 +112,8 @@ class OrbitCameraDataModule(pl.LightningDataModule):
         resolution = int(value_at(self.resolution, index))
         if batch_size < 1 or resolution < 8:
             raise ValueError(f"batch_size={batch_size} and resolution={resolution} at step {index}: need >= 1 and >= 8")
+        if self.views_per_group > 1:
+            return self.distribution.sample_groups(batch_size, self.views_per_group, resolution, generator)
         return self.distribution.sample(batch_size, resolution, generator)
 
     def _ring(self, n_views: int) -> CameraBatch:

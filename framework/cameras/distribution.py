@@ -47,6 +47,16 @@ class OrbitDistribution:
             height=resolution,
         )
 
+    def sample_groups(self, n_groups: int, views: int, resolution: int, generator: torch.Generator) -> CameraBatch:
+        """`n_groups` groups of `views` cameras (MVDream's view sets): one elevation, distance and
+        field of view per group, azimuths `360 / views` degrees apart from a random start.
+        Consecutive cameras form a group."""
+        anchors = self.sample(n_groups, resolution, generator)
+        offsets = torch.arange(views, dtype=torch.float32) * (360.0 / views)
+        azimuth = (anchors.azimuth_deg[:, None] + offsets + 180.0) % 360.0 - 180.0
+        repeat = lambda values: values.repeat_interleave(views)  # noqa: E731
+        return CameraBatch.from_orbit(repeat(anchors.elevation_deg), azimuth.reshape(-1), repeat(anchors.distance), repeat(anchors.fovy_deg), resolution)
+
 
 def orbit_ring(
     n_views: int,

@@ -13,14 +13,14 @@ from framework.utils.checkpoint_io import load_checkpoint_file
 from tests.helpers import EXPERIMENTS, compose_config, tiny_overrides
 
 
-IMAGE_EXPERIMENTS = ("zero123",)  # conditioned on image=, under the novel-view prior
-
-
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_composes_and_builds(experiment, tmp_path, tiny_pixel_prior, tiny_novel_view_prior, front_view_png):
+def test_every_experiment_composes_and_builds(experiment, tmp_path, tiny_pixel_prior, tiny_novel_view_prior, tiny_multi_view_prior, front_view_png):
     """Every `_target_` of the composed config is instantiated: the system with its stages,
     slots, conversions and losses, the camera datamodule, every callback and logger."""
-    condition = [f"image={front_view_png}", f"guidance.pretrained={tiny_novel_view_prior}"] if experiment in IMAGE_EXPERIMENTS else ["prompt=a red cube", f"guidance.pretrained={tiny_pixel_prior}"]
+    condition = {
+        "zero123": [f"image={front_view_png}", f"guidance.pretrained={tiny_novel_view_prior}"],  # image-to-3D
+        "mvdream": ["prompt=a red cube", f"guidance.pretrained={tiny_multi_view_prior}"],
+    }.get(experiment, ["prompt=a red cube", f"guidance.pretrained={tiny_pixel_prior}"])
     cfg = compose_config([f"experiment={experiment}", *condition, f"run_dir={tmp_path}", "guidance.embedding_cache_dir=null", "logger=csv"])
     system, datamodule = build_system(cfg, torch.device("cpu"))
     assert sum(stage.steps for stage in system.stages[:-1]) < cfg.trainer.max_steps

@@ -1,0 +1,97 @@
+"""SDS under a multi-view prior (MVDream): a text-to-image model whose UNet also reads each view's
+camera (a class embedding of the flattened camera-to-world matrix, diffusers'
+`class_embed_type="projection"`) and whose self-attention spans the views of a group
+(`framework.guidance.multi_view_attention`). The renders of one step come in groups of
+`num_views` cameras (`camera.views_per_group`), denoised together.
+
+Both families are covered: the bundled multi-view prior (pixel space, IF layout) and MVDream's
+SD-2.1 layout (latent) once converted to diffusers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from framework.cameras.camera import CameraBatch
+from framework.guidance.condition import Condition
+from framework.guidance.latent import LatentDiffusionGuidance
+from framework.guidance.multi_view_attention import set_multi_view_attention
+from framework.guidance.pixel import PixelDiffusionGuidance
+
+CAMERA_FEATURES = 16
+
+
+def camera_condition(cameras: CameraBatch) -> Tensor:
+    """[B, 16] MVDream's camera input: the OpenGL camera-to-world matrix of a z-up world with the
+    camera moved onto the unit sphere (threestudio's `normalize_camera`), flattened row by row."""
+    c2w = cameras.c2w.clone()
+    c2w[:, :3, 3] = F.normalize(c2w[:, :3, 3], dim=-1)
+    return c2w.reshape(-1, CAMERA_FEATURES)
+
+
+class _MultiViewConditioning:
+    """What a multi-view prior adds to its text-to-image family: cameras in, views grouped."""
+
+    unet: Any
+    device: torch.device
+    dtype: torch.dtype
+
+    def _enable_multi_view(self, num_views: int) -> None:
+        config = self.unet.config
+        if config.class_embed_type != "projection" or config.projection_class_embeddings_input_dim != CAMERA_FEATURES:
+            raise ValueError(
+                f"{self.pretrained}: its UNet has no camera embedding (class_embed_type={config.class_embed_type!r}, "  # type: ignore[attr-defined]
+                f"input dim {config.projection_class_embeddings_input_dim}); a multi-view prior needs class_embed_type='projection' of {CAMERA_FEATURES}"
+            )
+        self.num_views = num_views
+        set_multi_view_attention(self.unet, num_views)
+
+    def conditioning(self, condition: Condition) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+        """((text [B, L, D], cameras [B, 16]), (negative text, the same cameras)): MVDream keeps
+        the cameras in the unconditional half."""
+        batch = condition.cameras.batch_size
+        if batch % self.num_views:
+            raise ValueError(
+                f"this multi-view prior denoises groups of {self.num_views} views; the step has {batch} cameras "
+                f"(camera.views_per_group={self.num_views} makes each batch_size entry one group)"
+            )
+        conditional, unconditional = super().conditioning(condition)  # type: ignore[misc]
+        cameras = camera_condition(condition.cameras).to(self.device)
+        return (conditional, cameras), (unconditional, cameras)
+
+    def model_output(self, noisy: Tensor, timesteps: Tensor, *conditioning: Tensor) -> Tensor:
+        text, cameras = conditioning
+        prediction = self.unet(noisy.to(self.device), timesteps, encoder_hidden_states=text, class_labels=cameras.to(text.dtype)).sample
+        return prediction[:, : noisy.shape[1]]
+
+
+class MultiViewPixelGuidance(_MultiViewConditioning, PixelDiffusionGuidance):
+    """The bundled multi-view prior (IF stage-I layout with a camera embedding).
+
+    Args:
+        num_views: views per group (MVDream: 4).
+        **kwargs: see `PixelDiffusionGuidance`.
+    """
+
+    def __init__(self, pretrained: str, num_views: int = 4, **kwargs: Any) -> None:
+        kwargs.setdefault("view_dependent", False)
+        super().__init__(pretrained, **kwargs)
+        self._enable_multi_view(num_views)
+
+
+class MultiViewLatentGuidance(_MultiViewConditioning, LatentDiffusionGuidance):
+    """MVDream's SD-2.1 multi-view model in diffusers layout (VAE latents, 256 px).
+
+    Args:
+        num_views: views per group (MVDream: 4).
+        **kwargs: see `LatentDiffusionGuidance`.
+    """
+
+    def __init__(self, pretrained: str, num_views: int = 4, resolution: int = 256, **kwargs: Any) -> None:
+        kwargs.setdefault("view_dependent", False)
+        super().__init__(pretrained, resolution=resolution, **kwargs)
+        self._enable_multi_view(num_views)

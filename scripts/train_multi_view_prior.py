@@ -1,0 +1,182 @@
+"""Fine-tune the bundled text prior into the bundled multi-view prior (MVDream's recipe on the
+procedural world).
+
+    python scripts/train_multi_view_prior.py --work-dir outputs/mv_prior --steps 2000 [--device cuda --batch-size 128]
+
+The UNet gains a zero-initialised camera embedding and self-attention across the 4 views of a
+view set (bundled/prior/multi_view_model.py). Batches mix 4-view sets (orbit azimuths 90 degrees
+apart, one random elevation; plain captions "a red mug") with single images of the text prior's
+data (its view-dependent captions, no camera, 2D attention), so the text prior's skills stay. The
+text encoder is frozen. Checkpoints go to WORK_DIR/checkpoint.pt (atomically); the same command
+resumes exactly. When the last step is done the EMA weights go to --export-dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bundled.prior.dataset import COLOUR_NAMES, OBJECT_NAMES, RenderedSet, captions_for, render_set  # noqa: E402
+from bundled.prior.model import MAX_TOKENS, PriorArchitecture, build_scheduler, build_tokenizer  # noqa: E402
+from bundled.prior.multi_view_model import MULTI_VIEW_PRIOR_DIR, NUM_VIEWS, build_multi_view_unet, inflate_text_prior  # noqa: E402
+from bundled.prior.sampling import load_prior  # noqa: E402
+from bundled.prior.training import TrainingRun, cosine_learning_rate, loss_weights  # noqa: E402
+from bundled.prior.view_pairs import ViewGroups, render_view_groups  # noqa: E402
+from bundled.prior.weights import BUNDLED_PRIOR_DIR, save_prior  # noqa: E402
+from bundled.world.objects import caption  # noqa: E402
+from framework.guidance.multi_view import camera_condition  # noqa: E402
+from framework.guidance.multi_view_attention import set_multi_view_attention  # noqa: E402
+from framework.utils.atomic import atomic_path  # noqa: E402
+from framework.utils.devices import default_device  # noqa: E402
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work-dir", type=Path, default=Path("outputs/multi_view_prior"))
+    parser.add_argument("--export-dir", type=Path, default=MULTI_VIEW_PRIOR_DIR)
+    parser.add_argument("--init-from", type=Path, default=BUNDLED_PRIOR_DIR, help="the text prior folder to inflate")
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=32, help="images per step (a multi-view step: batch-size / 4 view sets)")
+    parser.add_argument("--multi-view-share", type=float, default=0.7, help="share of steps on 4-view sets (the rest: single images)")
+    parser.add_argument("--lr", type=float, default=1.5e-4)
+    parser.add_argument("--warmup-steps", type=int, default=50)
+    parser.add_argument("--ema-decay", type=float, default=0.998)
+    parser.add_argument("--min-snr-gamma", type=float, default=5.0)
+    parser.add_argument("--sets", type=int, default=3072, help="rendered 4-view sets")
+    parser.add_argument("--dataset-size", type=int, default=12288, help="single renders (the text prior's data)")
+    parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--render-workers", type=int, default=min(os.cpu_count() or 1, 8))
+    parser.add_argument("--caption-dropout", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    parser.add_argument("--stop-at-step", type=int, default=None)
+    parser.add_argument("--time-limit-minutes", type=float, default=None)
+    parser.add_argument("--export-only", action="store_true")
+    parser.add_argument("--device", default=str(default_device()))
+    args = parser.parse_args(argv)
+    if args.steps <= 0 or args.sets <= 0 or args.dataset_size <= 0 or args.render_workers <= 0:
+        parser.error(f"--steps={args.steps}, --sets={args.sets}, --dataset-size={args.dataset_size} must be positive")
+    if args.batch_size < NUM_VIEWS or args.batch_size % NUM_VIEWS:
+        parser.error(f"--batch-size={args.batch_size} must be a positive multiple of {NUM_VIEWS} (whole view sets)")
+    if not 0.0 <= args.multi_view_share <= 1.0:
+        parser.error(f"--multi-view-share={args.multi_view_share} must be in [0, 1]")
+    if not (args.init_from / "unet").is_dir():
+        parser.error(f"--init-from={args.init_from}: no text prior there (no unet/ folder)")
+    return args
+
+
+def _cached(path: Path, make: Callable[[], object]) -> dict:
+    """The fields of rendered data, from `path` or rendered by `make` and written there."""
+    if path.exists():
+        return torch.load(path, weights_only=True)
+    data = vars(make())
+    with atomic_path(path) as tmp:
+        torch.save(data, tmp)
+    return data
+
+
+def set_batch(sets: ViewGroups, count: int, generator: torch.Generator, dropout: float) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """(images [4 count, H, W, 3] uint8, cameras [4 count, 16], captions) of `count` random view sets."""
+    rows = torch.randint(len(sets), (count,), generator=generator)
+    views = torch.arange(NUM_VIEWS).repeat(count)
+    groups = rows.repeat_interleave(NUM_VIEWS)
+    drop = (torch.rand(count, generator=generator) < dropout).tolist()
+    captions = ["" if d else caption(COLOUR_NAMES[int(sets.colour[r])], OBJECT_NAMES[int(sets.object[r])]) for r, d in zip(rows.tolist(), drop)]
+    return sets.images[groups, views], camera_condition(sets.cameras(groups, views)), [c for c in captions for _ in range(NUM_VIEWS)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+    device = torch.device(args.device)
+    text_prior = load_prior(args.init_from)
+    arch = PriorArchitecture(resolution=args.resolution)
+    unet = build_multi_view_unet(arch).to(device)
+    text_encoder = text_prior.text_encoder.to(device).requires_grad_(False)
+    tokenizer = build_tokenizer()
+    scheduler = build_scheduler()
+    command = "python scripts/train_multi_view_prior.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.01)
+    state = TrainingRun(args.work_dir / "checkpoint.pt", {"unet": unet}, optimizer, torch.Generator().manual_seed(args.seed + 1), {"unet": vars(arch), "num_views": NUM_VIEWS})
+    if not state.restore(device):
+        inflate_text_prior(unet, text_prior.unet.to(device))
+        state.ema = [p.detach().clone() for p in state.params]
+        state.history.append(f"(inflated from the text prior at {args.init_from})")
+    if not args.export_only and state.history[-1:] != [command]:
+        state.history.append(command)
+
+    def export() -> None:
+        provenance = {"command": command, "history": state.history, "seed": args.seed, "steps": state.step, "batch_size": args.batch_size, "multi_view_share": args.multi_view_share, "sets": args.sets, "num_views": NUM_VIEWS, "architecture": vars(arch), "device": str(device)}
+        with state.ema_weights():
+            save_prior(args.export_dir, unet, text_encoder, build_tokenizer(), scheduler, provenance, class_name="BundledMultiViewPrior")
+        print(f"exported the EMA weights at step {state.step} to {args.export_dir}")
+
+    if args.export_only:
+        if state.step == 0:
+            raise SystemExit(f"--export-only: no checkpoint at {state.path}")
+        export()
+        return
+
+    sets = ViewGroups(**_cached(args.work_dir / f"sets_{args.sets}_r{args.resolution}_s{args.seed}.pt", lambda: render_view_groups(args.sets, NUM_VIEWS, args.resolution, args.seed, args.render_workers, held_out=(), orbit_sets=True)))
+    singles = RenderedSet(**_cached(args.work_dir / f"renders_n{args.dataset_size}_r{args.resolution}_s{args.seed}.pt", lambda: render_set(args.dataset_size, args.resolution, args.seed, workers=args.render_workers)))
+    scheduler.alphas_cumprod = scheduler.alphas_cumprod.to(device)
+    weight = loss_weights(scheduler.alphas_cumprod, args.min_snr_gamma, 0.0)
+    started = last_save = time.monotonic()
+    stop = min(args.steps, args.stop_at_step) if args.stop_at_step is not None else args.steps
+    bar = tqdm(total=args.steps, initial=state.step, desc="training multi-view prior", unit="step")
+    generator = state.generator
+    while state.step < stop:
+        if args.time_limit_minutes is not None and time.monotonic() - started > 60 * args.time_limit_minutes:
+            state.save()
+            print(f"time limit reached: stopped at step {state.step}")
+            break
+        multi_view = bool(torch.rand(1, generator=generator) < args.multi_view_share)
+        if multi_view:
+            images, cameras, captions = set_batch(sets, args.batch_size // NUM_VIEWS, generator, args.caption_dropout)
+        else:
+            rows = torch.randint(len(singles), (args.batch_size,), generator=generator)
+            images, cameras = singles.images[rows], torch.zeros(args.batch_size, 16)
+            captions = captions_for(singles, rows, generator, args.caption_dropout, 0.2)
+        set_multi_view_attention(unet, NUM_VIEWS if multi_view else 1)
+        x0 = images.to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        ids = tokenizer(captions, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt").input_ids.to(device)
+        timesteps = torch.randint(scheduler.config.num_train_timesteps, (args.batch_size // NUM_VIEWS if multi_view else args.batch_size,), generator=generator)
+        if multi_view:  # one noise level per view set, as MVDream
+            timesteps = timesteps.repeat_interleave(NUM_VIEWS)
+        timesteps = timesteps.to(device)
+        noise = torch.randn(x0.shape, generator=generator).to(device)
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_learning_rate(state.step, args.lr, args.warmup_steps, args.steps)
+        with torch.no_grad():
+            embeddings = text_encoder(ids).last_hidden_state
+        prediction = unet(scheduler.add_noise(x0, noise, timesteps), timesteps, encoder_hidden_states=embeddings, class_labels=cameras.to(device)).sample
+        per_sample = F.mse_loss(prediction, scheduler.get_velocity(x0, noise, timesteps), reduction="none").mean(dim=(1, 2, 3))
+        loss = (per_sample * weight[timesteps]).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(state.params, 1.0)
+        optimizer.step()
+        state.advance(args.ema_decay)
+        bar.update(1)
+        if state.step % 10 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}", views=NUM_VIEWS if multi_view else 1)
+        if time.monotonic() - last_save > 60 * args.checkpoint_minutes or state.step == stop:
+            state.save()
+            last_save = time.monotonic()
+    bar.close()
+    if state.step == args.steps:
+        export()
+
+
+if __name__ == "__main__":
+    main()
