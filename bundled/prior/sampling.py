@@ -80,6 +80,7 @@ def sample_images(
     eta: float = 0.0,
     timestep_spacing: str = "trailing",
     guidance_below_t: int | None = GUIDANCE_BELOW_T,
+    cameras: Tensor | None = None,
 ) -> Tensor:
     """Sample one image per prompt with DDIM and classifier-free guidance.
 
@@ -104,12 +105,17 @@ def sample_images(
             every step. Guidance at the noisiest steps, where the outline is chosen, drew the
             bundled prior towards the wrong object: full evaluation, seed 1, guidance 2 at every
             step gave shape accuracy 0.68, guided only below t = 600 0.92 (README).
+        cameras: [B, 16] camera inputs of a multi-view prior, one per prompt
+            (`framework.guidance.multi_view.camera_condition`); its UNet's attention must group
+            the views (`set_multi_view_attention`) and `batch_size` hold whole groups.
 
     Returns:
         [B, H, W, 3] images in [0, 1], on the CPU.
     """
     if not prompts:
         raise ValueError("prompts is empty: nothing to sample")
+    if cameras is not None and cameras.shape[0] != len(prompts):
+        raise ValueError(f"{cameras.shape[0]} cameras for {len(prompts)} prompts: give one per prompt")
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps={steps} and batch_size={batch_size} must be positive")
     if not 0.0 <= eta <= 1.0:
@@ -130,12 +136,14 @@ def sample_images(
         text = encode_prompts(prior, prompts[start : start + batch_size])
         embeddings = torch.cat([text, unconditional.expand_as(text)])
         x = noise[start : start + batch_size].to(prior.device)
+        labels = cameras[start : start + batch_size].to(prior.device) if cameras is not None else None
+        both = torch.cat([labels, labels]) if labels is not None else None
         for t in scheduler.timesteps:
             if guidance_below_t is None or int(t) < guidance_below_t:
-                text_out, uncond_out = prior.unet(torch.cat([x, x]), t, encoder_hidden_states=embeddings).sample.chunk(2)
+                text_out, uncond_out = prior.unet(torch.cat([x, x]), t, encoder_hidden_states=embeddings, class_labels=both).sample.chunk(2)
                 prediction = uncond_out + guidance_scale * (text_out - uncond_out)
             else:
-                prediction = prior.unet(x, t, encoder_hidden_states=text).sample
+                prediction = prior.unet(x, t, encoder_hidden_states=text, class_labels=labels).sample
             x = scheduler.step(prediction, t, x, eta=eta, generator=generator).prev_sample
             bar.update(1)
         images.append(x)

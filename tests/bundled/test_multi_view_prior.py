@@ -14,10 +14,14 @@ from safetensors.torch import load_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import train_multi_view_prior  # noqa: E402
 
+from bundled.evaluation.multi_view_prior import evaluate_multi_view_prior, judged_sides  # noqa: E402
+from bundled.prior.sampling import load_prior  # noqa: E402
 from bundled.prior.weights import BUNDLED_PRIOR_DIR  # noqa: E402
+from framework.cameras.camera import CameraBatch  # noqa: E402
 from framework.cameras.distribution import OrbitDistribution  # noqa: E402
 from framework.guidance.condition import Condition  # noqa: E402
 from framework.guidance.multi_view import MultiViewPixelGuidance  # noqa: E402
+from framework.guidance.prompts import VIEWS  # noqa: E402
 
 
 @pytest.mark.slow
@@ -47,3 +51,12 @@ def test_bad_arguments_exit_with_one_line(capsys, tmp_path):
         with pytest.raises(SystemExit) as exit_info:
             train_multi_view_prior.parse_args(argv)
         assert exit_info.value.code == 2 and named in capsys.readouterr().err
+
+
+def test_the_set_scorer_judges_front_and_back_views_against_their_cameras(tiny_multi_view_prior):
+    cameras = CameraBatch.from_orbit(torch.zeros(4), torch.tensor([10.0, 100.0, -170.0, -60.0]), torch.full((4,), 2.8), torch.full((4,), 42.0), 16)
+    assert judged_sides(cameras).tolist() == [VIEWS.index("front"), -1, VIEWS.index("back"), -1]
+    result = evaluate_multi_view_prior(load_prior(tiny_multi_view_prior), objects=("mug",), colours=("red",), steps=1)
+    summary = result["summary"]
+    assert summary["n_sets"] == 1 and result["images"].shape[0] == 4
+    assert 0.0 <= summary["set_colour_accuracy"] <= summary["view_colour_accuracy"] <= 1.0
