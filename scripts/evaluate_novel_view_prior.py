@@ -14,12 +14,15 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bundled.evaluation.novel_view_prior import score_novel_view_prior, summarise  # noqa: E402
 from bundled.prior.novel_view_model import NOVEL_VIEW_PRIOR_DIR  # noqa: E402
 from framework.guidance.novel_view import NovelViewGuidance  # noqa: E402
 from framework.utils.atomic import atomic_path  # noqa: E402
+from framework.utils.images import image_grid, save_png  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,6 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--guidance-scale", type=float, default=3.0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=None, help="JSON file for every sample's scores")
+    parser.add_argument("--grid", type=Path, default=None, help="PNG: per input view a row of the input, the 8 samples and the 8 true renders")
     args = parser.parse_args(argv)
     if args.random_inputs < 0 or args.steps < 1:
         parser.error(f"--random-inputs={args.random_inputs} must be >= 0 and --steps={args.steps} >= 1")
@@ -42,7 +46,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     guidance = NovelViewGuidance(str(args.prior), device=args.device, embedding_cache_dir=None, cuda_graphs=False)
-    scores = score_novel_view_prior(guidance, args.random_inputs, args.steps, args.guidance_scale, args.seed)
+    rows: list = []
+    scores = score_novel_view_prior(guidance, args.random_inputs, args.steps, args.guidance_scale, args.seed, rows=rows)
+    if args.grid is not None:
+        save_png(args.grid, image_grid(torch.stack(rows), padding=2))
     summary = summarise(scores)
     for score in scores:
         iou = sum(score.mask_iou) / len(score.mask_iou)

@@ -68,9 +68,11 @@ def score_novel_view_prior(
     guidance_scale: float = 3.0,
     seed: int = 0,
     pairs: tuple[tuple[str, str], ...] = HELD_OUT,
+    rows: list[Tensor] | None = None,
 ) -> list[NovelViewScore]:
     """Scores of every (pair, input view); the sampling noise comes from the guidance's generator,
-    seeded here, so a seed gives one result."""
+    seeded here, so a seed gives one result. `rows`, when given, receives per score the images
+    [17, H, W, 3]: the input view, the 8 samples, the 8 true renders."""
     resolution = guidance.resolution
     generator = torch.Generator().manual_seed(seed)
     guidance.generator.manual_seed(seed)
@@ -85,8 +87,10 @@ def score_novel_view_prior(
             reference = ReferenceView(image, mask, camera)
             targets = target_cameras(camera, resolution)
             samples = denoise(guidance, torch.ones(TARGET_VIEWS, resolution, resolution, 3), Condition(targets, None, reference), 1.0, steps, guidance_scale)
-            _, truth_coverage = render_object(obj, colour, targets)
+            truth, truth_coverage = render_object(obj, colour, targets)
             scores.append(_score(samples, truth_coverage, targets, colour, name, camera))
+            if rows is not None:
+                rows.append(torch.cat([image, samples, truth]))
     return scores
 
 
