@@ -34,7 +34,7 @@ from bundled.prior.training import TrainingRun, cosine_learning_rate, loss_weigh
 from bundled.prior.view_pairs import ViewGroups, render_view_groups  # noqa: E402
 from bundled.prior.weights import BUNDLED_PRIOR_DIR, save_prior  # noqa: E402
 from bundled.world.objects import caption  # noqa: E402
-from framework.guidance.multi_view import camera_condition  # noqa: E402
+from framework.guidance.camera_condition import camera_condition  # noqa: E402
 from framework.guidance.multi_view_attention import set_multi_view_attention  # noqa: E402
 from framework.utils.atomic import atomic_path  # noqa: E402
 from framework.utils.devices import default_device  # noqa: E402

@@ -23,7 +23,7 @@ from bundled.prior.sampling import LoadedPrior, sample_images
 from bundled.world.objects import COLOURS, OBJECTS
 from framework.cameras.camera import CameraBatch
 from framework.cameras.distribution import OrbitDistribution
-from framework.guidance.multi_view import camera_condition
+from framework.guidance.camera_condition import camera_condition
 from framework.guidance.multi_view_attention import set_multi_view_attention
 from framework.guidance.prompts import VIEWS
 

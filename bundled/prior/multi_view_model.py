@@ -13,7 +13,7 @@ import torch
 from diffusers import UNet2DConditionModel
 
 from bundled.prior.model import PriorArchitecture, build_unet
-from framework.guidance.multi_view import CAMERA_FEATURES
+from framework.guidance.camera_condition import CAMERA_FEATURES
 
 NUM_VIEWS = 4
 MULTI_VIEW_PRIOR_DIR = Path(__file__).resolve().parents[1] / "multi_view_prior_weights"

@@ -29,13 +29,17 @@ class LatentDiffusionGuidance(ScoreDistillation):
         self.resolution = resolution
         self.tokenizer = load_component(AutoTokenizer, self.pretrained, "tokenizer")
         self.text_encoder = load_component(CLIPTextModel, self.pretrained, "text_encoder")
-        self.unet = load_component(UNet2DConditionModel, self.pretrained, "unet")
+        self.unet = self.load_unet()
         self.vae = load_component(AutoencoderKL, self.pretrained, "vae")
         self.scheduler = load_component(DDPMScheduler, self.pretrained, "scheduler")
         for module in (self.text_encoder, self.unet):
             module.requires_grad_(False).eval().to(self.device, self.dtype)
         self.vae.requires_grad_(False).eval().to(self.device, torch.float32)
         self.max_tokens = min(int(self.tokenizer.model_max_length), 77)
+
+    def load_unet(self) -> UNet2DConditionModel:
+        """The denoiser: the folder's own (a subclass may read another checkpoint)."""
+        return load_component(UNet2DConditionModel, self.pretrained, "unet")
 
     @torch.no_grad()
     def encode_text(self, prompts: list[str]) -> Tensor:

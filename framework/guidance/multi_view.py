@@ -13,25 +13,15 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+from diffusers import UNet2DConditionModel
 from torch import Tensor
 
-from framework.cameras.camera import CameraBatch
+from framework.guidance.camera_condition import CAMERA_FEATURES, camera_condition
 from framework.guidance.condition import Condition
 from framework.guidance.latent import LatentDiffusionGuidance
 from framework.guidance.multi_view_attention import set_multi_view_attention
+from framework.guidance.mvdream_checkpoint import load_mvdream_unet
 from framework.guidance.pixel import PixelDiffusionGuidance
-
-CAMERA_FEATURES = 16
-
-
-def camera_condition(cameras: CameraBatch) -> Tensor:
-    """[B, 16] MVDream's camera input: the OpenGL camera-to-world matrix of a z-up world with the
-    camera moved onto the unit sphere (threestudio's `normalize_camera`), flattened row by row."""
-    c2w = cameras.c2w.clone()
-    c2w[:, :3, 3] = F.normalize(c2w[:, :3, 3], dim=-1)
-    return c2w.reshape(-1, CAMERA_FEATURES)
-
 
 class _MultiViewConditioning:
     """What a multi-view prior adds to its text-to-image family: cameras in, views grouped."""
@@ -84,14 +74,26 @@ class MultiViewPixelGuidance(_MultiViewConditioning, PixelDiffusionGuidance):
 
 
 class MultiViewLatentGuidance(_MultiViewConditioning, LatentDiffusionGuidance):
-    """MVDream's SD-2.1 multi-view model in diffusers layout (VAE latents, 256 px).
+    """MVDream's SD-2.1 multi-view model (VAE latents, 256 px).
 
     Args:
+        pretrained: a diffusers folder or hub id: SD 2.1 base (whose VAE, text encoder, tokenizer
+            and scheduler MVDream kept) when `unet_checkpoint` is given, else a folder whose UNet
+            already has the camera embedding.
+        unet_checkpoint: MVDream's original LDM checkpoint (`sd-v2.1-base-4view.pt`, or a
+            safetensors copy), converted on load (`framework.guidance.mvdream_checkpoint`).
         num_views: views per group (MVDream: 4).
         **kwargs: see `LatentDiffusionGuidance`.
     """
 
-    def __init__(self, pretrained: str, num_views: int = 4, resolution: int = 256, **kwargs: Any) -> None:
+    def __init__(self, pretrained: str, unet_checkpoint: str | None = None, num_views: int = 4, resolution: int = 256, **kwargs: Any) -> None:
+        self.unet_checkpoint = unet_checkpoint
         kwargs.setdefault("view_dependent", False)
         super().__init__(pretrained, resolution=resolution, **kwargs)
         self._enable_multi_view(num_views)
+
+    def load_unet(self) -> UNet2DConditionModel:
+        if self.unet_checkpoint is None:
+            return super().load_unet()
+        base_config = UNet2DConditionModel.load_config(self.pretrained, subfolder="unet")
+        return load_mvdream_unet(self.unet_checkpoint, base_config)

@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import pytest
 import torch
+from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention
+from safetensors.torch import save_file
 
 from bundled.prior.multi_view_model import build_multi_view_unet, inflate_text_prior
 from bundled.prior.sampling import load_prior
 from framework.cameras.distribution import OrbitDistribution
 from framework.guidance.condition import Condition
-from framework.guidance.multi_view import MultiViewPixelGuidance, camera_condition
+from framework.guidance.camera_condition import camera_condition
+from framework.guidance.multi_view import MultiViewLatentGuidance, MultiViewPixelGuidance
+from framework.guidance.mvdream_checkpoint import load_mvdream_unet, mvdream_unet_config
 from framework.guidance.multi_view_attention import MultiViewAttnProcessor
 from framework.guidance.pixel import PixelDiffusionGuidance
 from tests.conftest import TINY_PIXEL
+from tests.ldm_layout import ldm_unet_state_dict
 
 
 def test_self_attention_spans_the_views_of_a_group_and_only_them():
@@ -74,3 +79,37 @@ def test_multi_view_sds_reads_the_cameras_and_needs_whole_groups(tiny_multi_view
     with pytest.raises(ValueError, match="has no camera embedding"):
         MultiViewPixelGuidance(str(tiny_pixel_prior), device="cpu", embedding_cache_dir=None)
     assert isinstance(guidance, PixelDiffusionGuidance)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_mvdreams_original_checkpoint_loads_through_diffusers_conversion(tmp_path, tiny_latent_prior, suffix):
+    """A tiny UNet in MVDream's LDM layout (SD's keys, `camera_embed.*`) converts to exactly the
+    diffusers UNet it was written from, and guides 4-view sets on the base model's VAE and text
+    encoder."""
+    torch.manual_seed(0)
+    config = mvdream_unet_config(UNet2DConditionModel.load_config(str(tiny_latent_prior), subfolder="unet"))
+    source = UNet2DConditionModel.from_config(config)
+    ldm = ldm_unet_state_dict(source)
+    assert "model.diffusion_model.camera_embed.0.weight" in ldm and "model.diffusion_model.input_blocks.1.1.proj_in.weight" in ldm
+    path = tmp_path / f"mvdream{suffix}"
+    if suffix == ".safetensors":
+        save_file({k: v.contiguous() for k, v in ldm.items()}, str(path))
+    else:
+        torch.save({"state_dict": ldm}, path)
+    guidance = MultiViewLatentGuidance(str(tiny_latent_prior), unet_checkpoint=str(path), resolution=32, device="cpu", embedding_cache_dir=None)
+    for key, value in source.state_dict().items():
+        torch.testing.assert_close(guidance.unet.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    cameras = OrbitDistribution().sample_groups(1, 4, 32, torch.Generator().manual_seed(0))
+    rgb = torch.rand(4, 32, 32, 3, requires_grad=True)
+    guidance(rgb, Condition(cameras, "a red cube"), 0)["loss_sds"].backward()
+    assert torch.isfinite(rgb.grad).all() and rgb.grad.abs().sum() > 0
+
+
+def test_a_checkpoint_without_a_camera_embedding_is_named(tmp_path, tiny_latent_prior):
+    unet = UNet2DConditionModel.from_pretrained(str(tiny_latent_prior), subfolder="unet")
+    path = tmp_path / "sd.safetensors"
+    save_file({k: v.contiguous() for k, v in ldm_unet_state_dict(unet).items()}, str(path))
+    with pytest.raises(ValueError, match="no model.diffusion_model.camera_embed"):
+        load_mvdream_unet(path, unet.config)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_mvdream_unet(tmp_path / "missing.pt", unet.config)
