@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> None:
         state.history.append(f"(UNet started from the text prior at {args.init_from})")
     if not args.export_only and state.history[-1:] != [command]:
         state.history.append(command)
+    if args.export_only and state.history:
+        command = state.history[-1]  # the weights are credited to the run that trained them
 
     def export() -> None:
         provenance = {

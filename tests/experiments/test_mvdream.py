@@ -34,3 +34,10 @@ def test_tiny_mvdream_run_resumes_exactly(tmp_path, tiny_multi_view_prior):
     assert a["global_step"] == b["global_step"] == 4
     for key in a["state_dict"]:
         torch.testing.assert_close(b["state_dict"][key], a["state_dict"][key], rtol=0, atol=0, msg=key)
+
+
+def test_dreamgaussian_takes_the_multi_view_guidance_in_view_sets(tmp_path, tiny_pixel_prior, tiny_multi_view_prior):
+    cfg = compose_config(["experiment=dreamgaussian", "prompt=a green mug", f"run_dir={tmp_path}", "guidance=bundled_mv", f"guidance.pretrained={tiny_multi_view_prior}", "guidance.embedding_cache_dir=null", "logger=csv"])
+    system, datamodule = build_system(cfg, torch.device("cpu"))
+    assert type(system.slots["main"].guidance).__name__ == "MultiViewPixelGuidance"
+    assert datamodule.training_batch(0).batch_size == 2 * 4  # two view sets a step
