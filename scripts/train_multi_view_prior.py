@@ -164,11 +164,7 @@ def main(argv: list[str] | None = None) -> None:
         prediction = unet(scheduler.add_noise(x0, noise, timesteps), timesteps, encoder_hidden_states=embeddings, class_labels=cameras.to(device)).sample
         per_sample = F.mse_loss(prediction, scheduler.get_velocity(x0, noise, timesteps), reduction="none").mean(dim=(1, 2, 3))
         loss = (per_sample * weight[timesteps]).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(state.params, 1.0)
-        optimizer.step()
-        state.advance(args.ema_decay)
+        state.optimise(loss, args.ema_decay)
         bar.update(1)
         if state.step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}", views=NUM_VIEWS if multi_view else 1)

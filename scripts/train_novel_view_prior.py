@@ -165,11 +165,7 @@ def main(argv: list[str] | None = None) -> None:
         prediction = unet(torch.cat([noisy, concat], dim=1), timesteps, encoder_hidden_states=tokens).sample
         per_sample = F.mse_loss(prediction, scheduler.get_velocity(target, noise, timesteps), reduction="none").mean(dim=(1, 2, 3))
         loss = (per_sample * loss_weight[timesteps]).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        state.advance(args.ema_decay)
+        state.optimise(loss, args.ema_decay)
         bar.update(1)
         if state.step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")

@@ -30,6 +30,35 @@ TINY_PIXEL = PriorArchitecture(resolution=32, text_width=32, text_layers=1, bloc
 TINY_NOVEL_VIEW = NovelViewArchitecture(unet=TINY_PIXEL, image_width=16, image_layers=1, image_heads=2, patch_size=8)
 
 
+def _tiny_sd_vae() -> AutoencoderKL:
+    """Stable Diffusion's VAE layout (4 latent channels, 8x down), 8 channels wide."""
+    return AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 8, 8),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=32,
+    )
+
+
+def _tiny_sd_unet(in_channels: int, cross_attention_dim: int) -> UNet2DConditionModel:
+    """Stable Diffusion's UNet layout at 4x4 latents (in_channels 8: Zero-1-to-3's concatenated latent)."""
+    return UNet2DConditionModel(
+        sample_size=4,
+        in_channels=in_channels,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        block_out_channels=(16, 16),
+        layers_per_block=1,
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
+
+
 @pytest.fixture(scope="session")
 def tiny_pixel_prior(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An IF-stage-I-shaped pixel prior (T5 + UNet + DDPM), random weights, 32 px."""
@@ -49,29 +78,7 @@ def tiny_latent_prior(tmp_path_factory: pytest.TempPathFactory) -> Path:
     text_encoder = CLIPTextModel(
         CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=16, pad_token_id=0, bos_token_id=1, eos_token_id=1)
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 8, 8),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=32,
-    )
-    unet = UNet2DConditionModel(
-        sample_size=4,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        block_out_channels=(16, 16),
-        layers_per_block=1,
-        cross_attention_dim=32,
-        attention_head_dim=8,
-        norm_num_groups=8,
-    )
+    vae, unet = _tiny_sd_vae(), _tiny_sd_unet(in_channels=4, cross_attention_dim=32)
     scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type="v_prediction")
     for name, part in (("tokenizer", tokenizer), ("text_encoder", text_encoder), ("vae", vae), ("unet", unet), ("scheduler", scheduler)):
         part.save_pretrained(folder / name)
@@ -97,27 +104,7 @@ def tiny_zero123_prior(tmp_path_factory: pytest.TempPathFactory) -> Path:
     clip_camera_projection/ with `proj.*` keys), random weights."""
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("tiny_zero123_prior")
-    vae = AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 8, 8),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=32,
-    )
-    unet = UNet2DConditionModel(
-        sample_size=4,
-        in_channels=8,
-        out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        block_out_channels=(16, 16),
-        layers_per_block=1,
-        cross_attention_dim=24,
-        attention_head_dim=8,
-        norm_num_groups=8,
-    )
+    vae, unet = _tiny_sd_vae(), _tiny_sd_unet(in_channels=8, cross_attention_dim=24)
     image_encoder = CLIPVisionModelWithProjection(
         CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8, projection_dim=24)
     )
