@@ -4,7 +4,10 @@ the procedural world.
     python scripts/train_novel_view_prior.py --work-dir outputs/nv_prior --steps 3000 [--device cuda --batch-size 128]
 
 The UNet starts from the bundled text prior's (`--init-from`, as Zero-1-to-3 started from Stable
-Diffusion); the image encoder and the camera projection train with it. The colour/object pairs of
+Diffusion). The image encoder is first pretrained as an object and colour classifier on the same
+renders (`--encoder-pretrain-steps`), so its embedding carries the object's identity, as CLIP's does
+for Zero-1-to-3; then it is frozen (`--freeze-image-encoder`) or trains on with the UNet and the
+camera projection. The colour/object pairs of
 `bundled.prior.view_pairs.HELD_OUT` are never shown. Checkpoints go to WORK_DIR/checkpoint.pt
 (atomically, every --checkpoint-minutes); the same command resumes exactly. When the last step is
 done the EMA weights are written to the package's bundled folder (or --export-dir).
@@ -24,6 +27,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bundled.prior.image_encoder_pretraining import pretrain_image_encoder  # noqa: E402
 from bundled.prior.model import PriorArchitecture, build_scheduler  # noqa: E402
 from bundled.prior.novel_view_model import (  # noqa: E402
     NOVEL_VIEW_PRIOR_DIR,
@@ -61,6 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--views", type=int, default=6, help="renders per group; any two make a pair")
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--render-workers", type=int, default=min(os.cpu_count() or 1, 8))
+    parser.add_argument("--encoder-pretrain-steps", type=int, default=1000, help="steps of object/colour classification for the image encoder before the denoiser trains (0: none)")
+    parser.add_argument("--encoder-pretrain-lr", type=float, default=5e-4)
+    parser.add_argument("--freeze-image-encoder", action="store_true", help="keep the (pretrained) image encoder fixed while the denoiser trains")
     parser.add_argument("--condition-dropout", type=float, default=0.1, help="share of rows with the image and pose zeroed (classifier-free guidance)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
@@ -71,6 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.steps <= 0 or args.batch_size <= 0 or args.groups <= 0 or args.views < 2 or args.render_workers <= 0:
         parser.error(f"--steps={args.steps}, --batch-size={args.batch_size}, --groups={args.groups} must be positive and --views={args.views} at least 2")
+    if args.encoder_pretrain_steps < 0:
+        parser.error(f"--encoder-pretrain-steps={args.encoder_pretrain_steps} must be 0 or more")
     if not 0.0 <= args.condition_dropout < 1.0:
         parser.error(f"--condition-dropout={args.condition_dropout} must be in [0, 1)")
     if str(args.init_from).lower() != "none" and not (args.init_from / "unet").is_dir():
@@ -98,15 +107,29 @@ def main(argv: list[str] | None = None) -> None:
     image_encoder = build_image_encoder(arch).to(device)
     projection = build_projection(arch).to(device)
     scheduler = build_scheduler()
+    if args.freeze_image_encoder:
+        image_encoder.requires_grad_(False)
     modules = {"unet": unet, "image_encoder": image_encoder, "projection": projection}
-    params = [p for module in modules.values() for p in module.parameters()]
+    params = [p for module in modules.values() for p in module.parameters() if p.requires_grad]
     command = "python scripts/train_novel_view_prior.py " + " ".join(argv if argv is not None else sys.argv[1:])
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     state = TrainingRun(args.work_dir / "checkpoint.pt", modules, optimizer, torch.Generator().manual_seed(args.seed + 1), architecture_record(arch))
-    if not state.restore(device) and str(args.init_from).lower() != "none":
-        warm_start_from_text_prior(unet, load_prior(args.init_from).unet.to(device))
+    restored = state.restore(device)
+    if args.export_only and not restored:
+        raise SystemExit(f"--export-only: no checkpoint at {state.path}")
+    data = None if args.export_only else load_or_render(args)
+    if not restored:
+        if str(args.init_from).lower() != "none":
+            warm_start_from_text_prior(unet, load_prior(args.init_from).unet.to(device))
+            state.history.append(f"(UNet started from the text prior at {args.init_from})")
+        if args.encoder_pretrain_steps:
+            image_encoder.requires_grad_(True)
+            accuracy = pretrain_image_encoder(image_encoder, data, args.encoder_pretrain_steps, 128, args.encoder_pretrain_lr, torch.Generator().manual_seed(args.seed + 2))
+            image_encoder.requires_grad_(not args.freeze_image_encoder)
+            scores = ", ".join(f"{name} {value:.3f}" for name, value in accuracy.items())
+            state.history.append(f"(image encoder pretrained as a classifier for {args.encoder_pretrain_steps} steps: validation {scores})")
+            print(state.history[-1])
         state.ema = [p.detach().clone() for p in state.params]
-        state.history.append(f"(UNet started from the text prior at {args.init_from})")
     if not args.export_only and state.history[-1:] != [command]:
         state.history.append(command)
     if args.export_only and state.history:
@@ -130,12 +153,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"exported the EMA weights at step {state.step} to {args.export_dir}")
 
     if args.export_only:
-        if state.step == 0:
-            raise SystemExit(f"--export-only: no checkpoint at {state.path}")
         export()
         return
 
-    data = load_or_render(args)
     images = data.images.to(device)
     scheduler.alphas_cumprod = scheduler.alphas_cumprod.to(device)
     loss_weight = loss_weights(scheduler.alphas_cumprod, args.min_snr_gamma, 0.0)
@@ -158,7 +178,8 @@ def main(argv: list[str] | None = None) -> None:
         target = images[g, t].permute(0, 3, 1, 2).float() / 127.5 - 1.0
         for param_group in optimizer.param_groups:
             param_group["lr"] = cosine_learning_rate(state.step, args.lr, args.warmup_steps, args.steps)
-        embedding = image_encoder(clip_pixels(view_in, encoder_size)).image_embeds
+        with torch.set_grad_enabled(not args.freeze_image_encoder):
+            embedding = image_encoder(clip_pixels(view_in, encoder_size)).image_embeds
         tokens = projection(torch.cat([embedding, pose], dim=-1))[:, None] * keep[:, None, None]
         concat = (view_in * 2.0 - 1.0) * keep[:, None, None, None]
         noisy = scheduler.add_noise(target, noise, timesteps)

@@ -59,6 +59,8 @@ class TrainingRun:
         state = torch.load(self.path, map_location=device, weights_only=True)
         if state["architecture"] != self.architecture:
             raise SystemExit(f"{self.path} was trained with architecture {state['architecture']}: use another --work-dir")
+        if len(state["ema"]) != len(self.ema):
+            raise SystemExit(f"{self.path} trained {len(state['ema'])} weight tensors, this command trains {len(self.ema)} (a module frozen or not): use the same options or another --work-dir")
         for name, module in self.modules.items():
             module.load_state_dict(state[name])
         self.optimizer.load_state_dict(state["optimizer"])

@@ -3,6 +3,7 @@ text prior, and its training script (exact resume, an export the guidance loads)
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 from pathlib import Path
@@ -16,7 +17,8 @@ import train_novel_view_prior  # noqa: E402
 
 from bundled.evaluation.novel_view_prior import TARGET_VIEWS, score_novel_view_prior, summarise, target_cameras  # noqa: E402
 from bundled.prior.dataset import COLOUR_NAMES, OBJECT_NAMES  # noqa: E402
-from bundled.prior.novel_view_model import NovelViewArchitecture, build_unet_for_views, warm_start_from_text_prior  # noqa: E402
+from bundled.prior.image_encoder_pretraining import pretrain_image_encoder  # noqa: E402
+from bundled.prior.novel_view_model import NovelViewArchitecture, build_image_encoder, build_unet_for_views, warm_start_from_text_prior  # noqa: E402
 from bundled.prior.sampling import load_prior  # noqa: E402
 from bundled.prior.view_pairs import HELD_OUT, draw_pairs, render_view_groups, training_pairs  # noqa: E402
 from framework.cameras.batch import ReferenceView  # noqa: E402
@@ -64,7 +66,7 @@ def test_the_denoiser_starts_from_the_text_prior_with_the_input_view_channels_at
 
 @pytest.mark.slow
 def test_interrupted_training_resumes_exactly_and_exports_a_loadable_prior(tmp_path):
-    common = ["--steps", "3", "--batch-size", "2", "--groups", "4", "--views", "2", "--resolution", "16", "--warmup-steps", "1", "--checkpoint-minutes", "1000", "--render-workers", "1", "--init-from", "none"]
+    common = ["--steps", "3", "--batch-size", "2", "--groups", "4", "--views", "2", "--resolution", "16", "--warmup-steps", "1", "--checkpoint-minutes", "1000", "--render-workers", "1", "--init-from", "none", "--encoder-pretrain-steps", "2"]
     train_novel_view_prior.main(["--work-dir", str(tmp_path / "straight"), "--export-dir", str(tmp_path / "straight/export"), *common])
     interrupted = ["--work-dir", str(tmp_path / "stopped"), "--export-dir", str(tmp_path / "stopped/export"), *common]
     train_novel_view_prior.main([*interrupted, "--stop-at-step", "1"])
@@ -76,7 +78,8 @@ def test_interrupted_training_resumes_exactly_and_exports_a_loadable_prior(tmp_p
         for key in straight:
             assert torch.equal(straight[key], resumed[key]), f"{part}: {key}"
     provenance = json.loads((tmp_path / "stopped/export/provenance.json").read_text())
-    assert provenance["held_out"] == [list(pair) for pair in HELD_OUT] and len(provenance["history"]) == 2
+    assert provenance["held_out"] == [list(pair) for pair in HELD_OUT] and len(provenance["history"]) == 3
+    assert provenance["history"][0].startswith("(image encoder pretrained as a classifier for 2 steps")
 
     guidance = NovelViewGuidance(str(tmp_path / "straight/export"), device="cpu", embedding_cache_dir=None)
     cameras = OrbitDistribution().sample(2, 16, torch.Generator().manual_seed(0))
@@ -86,8 +89,19 @@ def test_interrupted_training_resumes_exactly_and_exports_a_loadable_prior(tmp_p
     assert torch.isfinite(rgb.grad).all()
 
 
+def test_the_pretrained_image_encoder_tells_colours_and_objects_apart_on_unseen_groups():
+    data = render_view_groups(64, 2, 32, seed=3)
+    encoder = build_image_encoder(NovelViewArchitecture(unet=TINY_PIXEL, image_width=64, image_layers=2, image_heads=2, patch_size=8))
+    before = pretrain_image_encoder(copy.deepcopy(encoder), data, 1, 64, 2e-3, torch.Generator().manual_seed(0), validation_share=0.25)
+    after = pretrain_image_encoder(encoder, data, 200, 64, 2e-3, torch.Generator().manual_seed(0), validation_share=0.25)
+    assert after["colour_accuracy"] >= 0.7 > before["colour_accuracy"]
+    assert after["object_accuracy"] >= 0.4 > before["object_accuracy"]  # chance: 1/8
+    with pytest.raises(ValueError, match="validation_share=1.0"):
+        pretrain_image_encoder(encoder, data, 1, 8, 1e-3, torch.Generator(), validation_share=1.0)
+
+
 def test_bad_arguments_exit_with_one_line(capsys, tmp_path):
-    for argv, named in ((["--views", "1"], "--views=1 at least 2"), (["--condition-dropout", "1"], "--condition-dropout=1.0"), (["--init-from", str(tmp_path)], f"--init-from={tmp_path}: no text prior there")):
+    for argv, named in ((["--views", "1"], "--views=1 at least 2"), (["--encoder-pretrain-steps", "-1"], "--encoder-pretrain-steps=-1"), (["--condition-dropout", "1"], "--condition-dropout=1.0"), (["--init-from", str(tmp_path)], f"--init-from={tmp_path}: no text prior there")):
         with pytest.raises(SystemExit) as exit_info:
             train_novel_view_prior.parse_args(argv)
         assert exit_info.value.code == 2 and named in capsys.readouterr().err
