@@ -33,6 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--guidance-scale", type=float, default=2.0)
     parser.add_argument("--objects", nargs="+", choices=tuple(OBJECTS), default=tuple(OBJECTS))
+    parser.add_argument("--view-dependent-prompts", action="store_true", help="name each view's side in its caption (guidance.view_dependent=true)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=str(default_device()))
     parser.add_argument("--out", type=Path, default=Path("outputs/multi_view_prior_eval"))
@@ -47,8 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     prior = load_prior(args.prior, args.device)
-    result = evaluate_multi_view_prior(prior, args.objects, tuple(COLOURS), args.sets_per_prompt, args.seed, args.steps, args.guidance_scale)
-    summary = {**result["summary"], "seed": args.seed, "prior": str(args.prior)}
+    result = evaluate_multi_view_prior(prior, args.objects, tuple(COLOURS), args.sets_per_prompt, args.seed, args.steps, args.guidance_scale, args.view_dependent_prompts)
+    summary = {**result["summary"], "seed": args.seed, "prior": str(args.prior), "view_dependent_prompts": args.view_dependent_prompts}
     args.out.mkdir(parents=True, exist_ok=True)
     with atomic_path(args.out / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")

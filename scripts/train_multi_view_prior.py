@@ -5,7 +5,8 @@ procedural world).
 
 The UNet gains a zero-initialised camera embedding and self-attention across the 4 views of a
 view set (bundled/prior/multi_view_model.py). Batches mix 4-view sets (orbit azimuths 90 degrees
-apart, one random elevation; plain captions "a red mug") with single images of the text prior's
+apart, one random elevation; plain captions "a red mug", or with `--view-words-share` each view's
+caption naming the side its camera sees, as the text prior's) with single images of the text prior's
 data (its view-dependent captions, no camera, 2D attention), so the text prior's skills stay. The
 text encoder is frozen. Checkpoints go to WORK_DIR/checkpoint.pt (atomically); the same command
 resumes exactly. When the last step is done the EMA weights go to --export-dir.
@@ -36,6 +37,7 @@ from bundled.prior.weights import BUNDLED_PRIOR_DIR, save_prior  # noqa: E402
 from bundled.world.objects import caption  # noqa: E402
 from framework.guidance.camera_condition import camera_condition  # noqa: E402
 from framework.guidance.multi_view_attention import set_multi_view_attention  # noqa: E402
+from framework.guidance.prompts import VIEWS, view_dependent_prompt, view_index  # noqa: E402
 from framework.utils.atomic import atomic_path  # noqa: E402
 from framework.utils.devices import default_device  # noqa: E402
 
@@ -46,6 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--init-from", type=Path, default=BUNDLED_PRIOR_DIR, help="the text prior folder to inflate")
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=32, help="images per step (a multi-view step: batch-size / 4 view sets)")
+    parser.add_argument("--view-words-share", type=float, default=0.0, help="share of 4-view sets whose captions name each view's side (', back view'), so guidance.view_dependent=true can steer the orientation")
     parser.add_argument("--multi-view-share", type=float, default=0.7, help="share of steps on 4-view sets (the rest: single images)")
     parser.add_argument("--lr", type=float, default=1.5e-4)
     parser.add_argument("--warmup-steps", type=int, default=50)
@@ -69,6 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--batch-size={args.batch_size} must be a positive multiple of {NUM_VIEWS} (whole view sets)")
     if not 0.0 <= args.multi_view_share <= 1.0:
         parser.error(f"--multi-view-share={args.multi_view_share} must be in [0, 1]")
+    if not 0.0 <= args.view_words_share <= 1.0:
+        parser.error(f"--view-words-share={args.view_words_share} must be in [0, 1]")
     if not (args.init_from / "unet").is_dir():
         parser.error(f"--init-from={args.init_from}: no text prior there (no unet/ folder)")
     return args
@@ -84,14 +89,21 @@ def _cached(path: Path, make: Callable[[], object]) -> dict:
     return data
 
 
-def set_batch(sets: ViewGroups, count: int, generator: torch.Generator, dropout: float) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """(images [4 count, H, W, 3] uint8, cameras [4 count, 16], captions) of `count` random view sets."""
+def set_batch(sets: ViewGroups, count: int, generator: torch.Generator, dropout: float, view_words_share: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """(images [4 count, H, W, 3] uint8, cameras [4 count, 16], captions) of `count` random view
+    sets; a `view_words_share` of the sets have each view's side in its caption."""
     rows = torch.randint(len(sets), (count,), generator=generator)
     views = torch.arange(NUM_VIEWS).repeat(count)
     groups = rows.repeat_interleave(NUM_VIEWS)
     drop = (torch.rand(count, generator=generator) < dropout).tolist()
-    captions = ["" if d else caption(COLOUR_NAMES[int(sets.colour[r])], OBJECT_NAMES[int(sets.object[r])]) for r, d in zip(rows.tolist(), drop)]
-    return sets.images[groups, views], camera_condition(sets.cameras(groups, views)), [c for c in captions for _ in range(NUM_VIEWS)]
+    # Drawn only when asked for, so runs without view words draw what they always drew.
+    worded = (torch.rand(count, generator=generator) < view_words_share).tolist() if view_words_share > 0 else [False] * count
+    sides = view_index(sets.elevation_deg[groups, views], sets.azimuth_deg[groups, views]).view(count, NUM_VIEWS).tolist()
+    captions = []
+    for r, d, w, set_sides in zip(rows.tolist(), drop, worded, sides):
+        text = caption(COLOUR_NAMES[int(sets.colour[r])], OBJECT_NAMES[int(sets.object[r])])
+        captions += ["" if d else view_dependent_prompt(text, VIEWS[side]) if w else text for side in set_sides]
+    return sets.images[groups, views], camera_condition(sets.cameras(groups, views)), captions
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -144,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
             break
         multi_view = bool(torch.rand(1, generator=generator) < args.multi_view_share)
         if multi_view:
-            images, cameras, captions = set_batch(sets, args.batch_size // NUM_VIEWS, generator, args.caption_dropout)
+            images, cameras, captions = set_batch(sets, args.batch_size // NUM_VIEWS, generator, args.caption_dropout, args.view_words_share)
         else:
             rows = torch.randint(len(singles), (args.batch_size,), generator=generator)
             images, cameras = singles.images[rows], torch.zeros(args.batch_size, 16)

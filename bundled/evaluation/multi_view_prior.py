@@ -25,7 +25,7 @@ from framework.cameras.camera import CameraBatch
 from framework.cameras.distribution import OrbitDistribution
 from framework.guidance.camera_condition import camera_condition
 from framework.guidance.multi_view_attention import set_multi_view_attention
-from framework.guidance.prompts import VIEWS
+from framework.guidance.prompts import VIEWS, view_dependent_prompt, view_index
 
 SECTOR_HALF_WIDTH_DEG = 45.0
 
@@ -63,14 +63,21 @@ def evaluate_multi_view_prior(
     seed: int = 0,
     steps: int = 50,
     guidance_scale: float = 2.0,
+    view_dependent_prompts: bool = False,
 ) -> dict:
-    """Sample `sets_per_prompt` view sets of every prompt and score them (see the module)."""
+    """Sample `sets_per_prompt` view sets of every prompt and score them (see the module). With
+    `view_dependent_prompts` each view's caption also names the view its camera sees (", back
+    view"), as the text prior was trained and as `guidance.view_dependent=true` conditions."""
     generator = torch.Generator().manual_seed(seed)
     prompts = [PriorPrompt(c, o) for o in objects for c in colours for _ in range(sets_per_prompt)]
     cameras = OrbitDistribution().sample_groups(len(prompts), NUM_VIEWS, prior.resolution, generator)
     view_prompts = [p for p in prompts for _ in range(NUM_VIEWS)]
     set_multi_view_attention(prior.unet, NUM_VIEWS)
-    images = sample_images(prior, [p.text for p in view_prompts], generator, steps=steps, guidance_scale=guidance_scale, batch_size=4 * NUM_VIEWS, cameras=camera_condition(cameras))
+    texts = [p.text for p in view_prompts]
+    if view_dependent_prompts:
+        views = view_index(cameras.elevation_deg, cameras.azimuth_deg).tolist()
+        texts = [view_dependent_prompt(text, VIEWS[v]) for text, v in zip(texts, views)]
+    images = sample_images(prior, texts, generator, steps=steps, guidance_scale=guidance_scale, batch_size=4 * NUM_VIEWS, cameras=camera_condition(cameras))
     scores = score_view_sets(images, view_prompts, cameras)
     per_set = {key: scores[key].view(-1, NUM_VIEWS).all(dim=1) for key in ("colour", "shape", "view")}
     judged_sets = scores["judged"].view(-1, NUM_VIEWS).any(dim=1)

@@ -15,7 +15,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import train_multi_view_prior  # noqa: E402
 
 from bundled.evaluation.multi_view_prior import evaluate_multi_view_prior, judged_sides  # noqa: E402
+from bundled.prior.dataset import COLOUR_NAMES, OBJECT_NAMES  # noqa: E402
 from bundled.prior.sampling import load_prior  # noqa: E402
+from bundled.prior.view_pairs import ViewGroups  # noqa: E402
+from bundled.world.objects import caption  # noqa: E402
 from bundled.prior.weights import BUNDLED_PRIOR_DIR  # noqa: E402
 from framework.cameras.camera import CameraBatch  # noqa: E402
 from framework.cameras.distribution import OrbitDistribution  # noqa: E402
@@ -46,8 +49,25 @@ def test_interrupted_training_resumes_exactly_and_exports_a_loadable_prior(tmp_p
     assert torch.isfinite(rgb.grad).all()
 
 
+def test_view_set_captions_name_each_views_side_only_when_asked():
+    sets = ViewGroups(
+        images=torch.zeros(1, 4, 8, 8, 3, dtype=torch.uint8),
+        colour=torch.tensor([0]),
+        object=torch.tensor([OBJECT_NAMES.index("mug")]),
+        elevation_deg=torch.full((1, 4), 15.0),
+        azimuth_deg=torch.tensor([[0.0, 90.0, 180.0, 270.0]]),
+        distance=torch.full((1, 4), 2.8),
+        fovy_deg=torch.full((1, 4), 42.0),
+    )
+    _, cameras, plain = train_multi_view_prior.set_batch(sets, 1, torch.Generator().manual_seed(0), 0.0)
+    _, _, worded = train_multi_view_prior.set_batch(sets, 1, torch.Generator().manual_seed(0), 0.0, view_words_share=1.0)
+    text = caption(COLOUR_NAMES[0], "mug")
+    assert plain == [text] * 4 and cameras.shape == (4, 16)
+    assert worded == [f"{text}, front view", f"{text}, side view", f"{text}, back view", f"{text}, side view"]
+
+
 def test_bad_arguments_exit_with_one_line(capsys, tmp_path):
-    for argv, named in ((["--batch-size", "6"], "--batch-size=6 must be a positive multiple of 4"), (["--multi-view-share", "2"], "--multi-view-share=2.0"), (["--init-from", str(tmp_path)], "no text prior there")):
+    for argv, named in ((["--batch-size", "6"], "--batch-size=6 must be a positive multiple of 4"), (["--multi-view-share", "2"], "--multi-view-share=2.0"), (["--view-words-share", "-1"], "--view-words-share=-1.0"), (["--init-from", str(tmp_path)], "no text prior there")):
         with pytest.raises(SystemExit) as exit_info:
             train_multi_view_prior.parse_args(argv)
         assert exit_info.value.code == 2 and named in capsys.readouterr().err
