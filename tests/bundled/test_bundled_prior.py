@@ -10,6 +10,8 @@ import torch
 
 from bundled.evaluation.metrics import foreground_mask, mask_iou
 from bundled.evaluation.prior import PriorPrompt, ReferenceGrid, build_references, evaluate_prior, score_plain
+from bundled.prior.multi_view_model import MULTI_VIEW_PRIOR_DIR
+from bundled.prior.novel_view_model import NOVEL_VIEW_PRIOR_DIR
 from bundled.prior.sampling import load_prior, sample_images
 from bundled.prior.weights import BUNDLED_PRIOR_DIR
 from framework.cameras.camera import CameraBatch
@@ -34,6 +36,21 @@ def test_bundled_prior_is_small_and_complete():
     pretrained = compose_config([]).guidance.pretrained  # the default guidance loads the shipped weights
     assert Path(pretrained).resolve() == BUNDLED_PRIOR_DIR
     assert PixelDiffusionGuidance(pretrained, embedding_cache_dir=None, device="cpu").resolution == 64
+
+
+@pytest.mark.parametrize(
+    ("experiment", "folder", "parts"),
+    [
+        ("zero123", NOVEL_VIEW_PRIOR_DIR, ("unet", "image_encoder", "cc_projection")),
+        ("mvdream", MULTI_VIEW_PRIOR_DIR, ("unet", "text_encoder")),
+    ],
+)
+def test_the_image_and_multi_view_priors_ship_within_15_mb_and_their_experiments_load_them(experiment, folder, parts):
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) <= 15 * 2**20
+    assert "provenance.json" in {p.name for p in files} and all((folder / part).is_dir() for part in parts)
+    guidance = compose_config([f"experiment={experiment}", "prompt=a red mug"]).guidance
+    assert Path(guidance.pretrained).resolve() == folder
 
 
 @pytest.mark.slow
