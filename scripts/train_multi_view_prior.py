@@ -37,7 +37,7 @@ from bundled.prior.weights import BUNDLED_PRIOR_DIR, save_prior  # noqa: E402
 from bundled.world.objects import caption  # noqa: E402
 from framework.guidance.camera_condition import camera_condition  # noqa: E402
 from framework.guidance.multi_view_attention import set_multi_view_attention  # noqa: E402
-from framework.guidance.prompts import VIEWS, view_dependent_prompt, view_index  # noqa: E402
+from framework.guidance.prompts import view_captions  # noqa: E402
 from framework.utils.atomic import atomic_path  # noqa: E402
 from framework.utils.devices import default_device  # noqa: E402
 
@@ -45,12 +45,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=Path("outputs/multi_view_prior"))
     parser.add_argument("--export-dir", type=Path, default=MULTI_VIEW_PRIOR_DIR)
-    parser.add_argument("--init-from", type=Path, default=BUNDLED_PRIOR_DIR, help="the text prior folder to inflate")
+    parser.add_argument("--init-from", type=Path, default=BUNDLED_PRIOR_DIR, help="the text prior folder to inflate, or a multi-view prior folder to fine-tune further")
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=32, help="images per step (a multi-view step: batch-size / 4 view sets)")
     parser.add_argument("--view-words-share", type=float, default=0.0, help="share of 4-view sets whose captions name each view's side (', back view'), so guidance.view_dependent=true can steer the orientation")
     parser.add_argument("--multi-view-share", type=float, default=0.7, help="share of steps on 4-view sets (the rest: single images)")
     parser.add_argument("--lr", type=float, default=1.5e-4)
+    parser.add_argument(
+        "--camera-lr-scale",
+        type=float,
+        default=1.0,
+        help="the camera embedding's learning rate as a multiple of --lr (it starts at zero and only the noisiest, least weighted timesteps need it)",
+    )
     parser.add_argument("--warmup-steps", type=int, default=50)
     parser.add_argument("--ema-decay", type=float, default=0.998)
     parser.add_argument("--min-snr-gamma", type=float, default=5.0)
@@ -72,11 +78,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--batch-size={args.batch_size} must be a positive multiple of {NUM_VIEWS} (whole view sets)")
     if not 0.0 <= args.multi_view_share <= 1.0:
         parser.error(f"--multi-view-share={args.multi_view_share} must be in [0, 1]")
+    if args.camera_lr_scale <= 0:
+        parser.error(f"--camera-lr-scale={args.camera_lr_scale} must be positive")
     if not 0.0 <= args.view_words_share <= 1.0:
         parser.error(f"--view-words-share={args.view_words_share} must be in [0, 1]")
     if not (args.init_from / "unet").is_dir():
         parser.error(f"--init-from={args.init_from}: no text prior there (no unet/ folder)")
     return args
+
+
+def _shown(folder: Path) -> str:
+    """`folder` relative to the project when inside it, so provenance names no machine's paths."""
+    root = Path(__file__).resolve().parents[1]
+    resolved = folder.resolve()
+    return str(resolved.relative_to(root)) if resolved.is_relative_to(root) else str(folder)
 
 
 def _cached(path: Path, make: Callable[[], object]) -> dict:
@@ -98,11 +113,12 @@ def set_batch(sets: ViewGroups, count: int, generator: torch.Generator, dropout:
     drop = (torch.rand(count, generator=generator) < dropout).tolist()
     # Drawn only when asked for, so runs without view words draw what they always drew.
     worded = (torch.rand(count, generator=generator) < view_words_share).tolist() if view_words_share > 0 else [False] * count
-    sides = view_index(sets.elevation_deg[groups, views], sets.azimuth_deg[groups, views]).view(count, NUM_VIEWS).tolist()
     captions = []
-    for r, d, w, set_sides in zip(rows.tolist(), drop, worded, sides):
-        text = caption(COLOUR_NAMES[int(sets.colour[r])], OBJECT_NAMES[int(sets.object[r])])
-        captions += ["" if d else view_dependent_prompt(text, VIEWS[side]) if w else text for side in set_sides]
+    for r, d, w in zip(rows.tolist(), drop, worded):
+        texts = [caption(COLOUR_NAMES[int(sets.colour[r])], OBJECT_NAMES[int(sets.object[r])])] * NUM_VIEWS
+        if w:
+            texts = view_captions(texts, sets.elevation_deg[r], sets.azimuth_deg[r])
+        captions += [""] * NUM_VIEWS if d else texts
     return sets.images[groups, views], camera_condition(sets.cameras(groups, views)), captions
 
 
@@ -118,12 +134,15 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = build_tokenizer()
     scheduler = build_scheduler()
     command = "python scripts/train_multi_view_prior.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.01)
+    camera = list(unet.class_embedding.parameters())
+    others = [p for name, p in unet.named_parameters() if not name.startswith("class_embedding.")]
+    optimizer = torch.optim.AdamW([{"params": others, "lr_scale": 1.0}, {"params": camera, "lr_scale": args.camera_lr_scale, "weight_decay": 0.0}], lr=args.lr, weight_decay=0.01)
     state = TrainingRun(args.work_dir / "checkpoint.pt", {"unet": unet}, optimizer, torch.Generator().manual_seed(args.seed + 1), {"unet": vars(arch), "num_views": NUM_VIEWS})
     if not state.restore(device):
         inflate_text_prior(unet, text_prior.unet.to(device))
         state.ema = [p.detach().clone() for p in state.params]
-        state.history.append(f"(inflated from the text prior at {args.init_from})")
+        source = "fine-tuned further from the multi-view prior" if text_prior.unet.config.class_embed_type else "inflated from the text prior"
+        state.history.append(f"({source} at {_shown(args.init_from)})")
     if not args.export_only and state.history[-1:] != [command]:
         state.history.append(command)
     if args.export_only and state.history:
@@ -170,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
         timesteps = timesteps.to(device)
         noise = torch.randn(x0.shape, generator=generator).to(device)
         for group in optimizer.param_groups:
-            group["lr"] = cosine_learning_rate(state.step, args.lr, args.warmup_steps, args.steps)
+            group["lr"] = group["lr_scale"] * cosine_learning_rate(state.step, args.lr, args.warmup_steps, args.steps)
         with torch.no_grad():
             embeddings = text_encoder(ids).last_hidden_state
         prediction = unet(scheduler.add_noise(x0, noise, timesteps), timesteps, encoder_hidden_states=embeddings, class_labels=cameras.to(device)).sample

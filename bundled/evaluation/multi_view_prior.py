@@ -25,7 +25,7 @@ from framework.cameras.camera import CameraBatch
 from framework.cameras.distribution import OrbitDistribution
 from framework.guidance.camera_condition import camera_condition
 from framework.guidance.multi_view_attention import set_multi_view_attention
-from framework.guidance.prompts import VIEWS, view_dependent_prompt, view_index
+from framework.guidance.prompts import VIEWS, view_captions
 
 SECTOR_HALF_WIDTH_DEG = 45.0
 
@@ -75,8 +75,7 @@ def evaluate_multi_view_prior(
     set_multi_view_attention(prior.unet, NUM_VIEWS)
     texts = [p.text for p in view_prompts]
     if view_dependent_prompts:
-        views = view_index(cameras.elevation_deg, cameras.azimuth_deg).tolist()
-        texts = [view_dependent_prompt(text, VIEWS[v]) for text, v in zip(texts, views)]
+        texts = view_captions(texts, cameras.elevation_deg, cameras.azimuth_deg)
     images = sample_images(prior, texts, generator, steps=steps, guidance_scale=guidance_scale, batch_size=4 * NUM_VIEWS, cameras=camera_condition(cameras))
     scores = score_view_sets(images, view_prompts, cameras)
     per_set = {key: scores[key].view(-1, NUM_VIEWS).all(dim=1) for key in ("colour", "shape", "view")}

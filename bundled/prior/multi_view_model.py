@@ -25,7 +25,11 @@ def build_multi_view_unet(arch: PriorArchitecture) -> UNet2DConditionModel:
 
 def inflate_text_prior(unet: UNet2DConditionModel, text_unet: UNet2DConditionModel) -> None:
     """Copy every weight of the text prior's UNet; the camera embedding's output layer is zeroed,
-    so the camera adds nothing until it is trained."""
+    so the camera adds nothing until it is trained. A multi-view prior's UNet is copied whole,
+    camera embedding included, to fine-tune it further."""
+    if text_unet.config.class_embed_type is not None:
+        unet.load_state_dict(text_unet.state_dict())
+        return
     missing, unexpected = unet.load_state_dict(text_unet.state_dict(), strict=False)
     if unexpected or any(not key.startswith("class_embedding.") for key in missing):
         raise ValueError(f"the text prior's UNet does not match the multi-view layout: missing {missing[:4]}, unexpected {unexpected[:4]}")

@@ -32,3 +32,8 @@ def view_index(elevation_deg: Tensor, azimuth_deg: Tensor, thresholds: ViewThres
 
 def view_dependent_prompt(prompt: str, view: str) -> str:
     return f"{prompt}, {view} view"
+
+
+def view_captions(texts: list[str], elevation_deg: Tensor, azimuth_deg: Tensor) -> list[str]:
+    """Each text with the view its camera [B] sees appended, as view-dependent guidance conditions."""
+    return [view_dependent_prompt(text, VIEWS[view]) for text, view in zip(texts, view_index(elevation_deg, azimuth_deg).tolist(), strict=True)]

@@ -16,6 +16,8 @@ import train_multi_view_prior  # noqa: E402
 
 from bundled.evaluation.multi_view_prior import evaluate_multi_view_prior, judged_sides  # noqa: E402
 from bundled.prior.dataset import COLOUR_NAMES, OBJECT_NAMES  # noqa: E402
+from bundled.prior.model import PriorArchitecture  # noqa: E402
+from bundled.prior.multi_view_model import build_multi_view_unet, inflate_text_prior  # noqa: E402
 from bundled.prior.sampling import load_prior  # noqa: E402
 from bundled.prior.view_pairs import ViewGroups  # noqa: E402
 from bundled.world.objects import caption  # noqa: E402
@@ -42,6 +44,13 @@ def test_interrupted_training_resumes_exactly_and_exports_a_loadable_prior(tmp_p
     index = json.loads((tmp_path / "straight/export/model_index.json").read_text())
     assert index["_class_name"] == "BundledMultiViewPrior"
 
+    further = ["--work-dir", str(tmp_path / "further"), "--export-dir", str(tmp_path / "further/export"), *common[:-1], str(tmp_path / "straight/export"), "--camera-lr-scale", "5", "--stop-at-step", "1"]
+    train_multi_view_prior.main(further)
+    checkpoint = torch.load(tmp_path / "further/checkpoint.pt", weights_only=True)
+    assert checkpoint["history"][0].startswith("(fine-tuned further from the multi-view prior at ")
+    groups = checkpoint["optimizer"]["param_groups"]
+    assert [g["lr_scale"] for g in groups] == [1.0, 5.0] and groups[1]["lr"] == pytest.approx(5 * groups[0]["lr"])
+
     guidance = MultiViewPixelGuidance(str(tmp_path / "straight/export"), device="cpu", embedding_cache_dir=None)
     cameras = OrbitDistribution().sample_groups(1, 4, 16, torch.Generator().manual_seed(0))
     rgb = torch.rand(4, 16, 16, 3, requires_grad=True)
@@ -67,7 +76,7 @@ def test_view_set_captions_name_each_views_side_only_when_asked():
 
 
 def test_bad_arguments_exit_with_one_line(capsys, tmp_path):
-    for argv, named in ((["--batch-size", "6"], "--batch-size=6 must be a positive multiple of 4"), (["--multi-view-share", "2"], "--multi-view-share=2.0"), (["--view-words-share", "-1"], "--view-words-share=-1.0"), (["--init-from", str(tmp_path)], "no text prior there")):
+    for argv, named in ((["--batch-size", "6"], "--batch-size=6 must be a positive multiple of 4"), (["--multi-view-share", "2"], "--multi-view-share=2.0"), (["--view-words-share", "-1"], "--view-words-share=-1.0"), (["--init-from", str(tmp_path)], "no text prior there"), (["--camera-lr-scale", "0"], "--camera-lr-scale=0.0")):
         with pytest.raises(SystemExit) as exit_info:
             train_multi_view_prior.parse_args(argv)
         assert exit_info.value.code == 2 and named in capsys.readouterr().err
@@ -80,3 +89,13 @@ def test_the_set_scorer_judges_front_and_back_views_against_their_cameras(tiny_m
     summary = result["summary"]
     assert summary["n_sets"] == 1 and result["images"].shape[0] == 4
     assert 0.0 <= summary["set_colour_accuracy"] <= summary["view_colour_accuracy"] <= 1.0
+
+
+def test_fine_tuning_a_multi_view_prior_keeps_its_camera_embedding_and_inflating_a_text_prior_zeroes_it():
+    arch = PriorArchitecture(resolution=16)
+    source, target = build_multi_view_unet(arch), build_multi_view_unet(arch)
+    torch.nn.init.normal_(source.class_embedding.linear_2.weight)
+    inflate_text_prior(target, source)
+    assert torch.equal(target.class_embedding.linear_2.weight, source.class_embedding.linear_2.weight)
+    inflate_text_prior(target, load_prior(BUNDLED_PRIOR_DIR).unet)
+    assert not target.class_embedding.linear_2.weight.any() and not target.class_embedding.linear_2.bias.any()
