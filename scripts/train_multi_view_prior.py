@@ -48,6 +48,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--init-from", type=Path, default=BUNDLED_PRIOR_DIR, help="the text prior folder to inflate, or a multi-view prior folder to fine-tune further")
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=32, help="images per step (a multi-view step: batch-size / 4 view sets)")
+    parser.add_argument(
+        "--camera-x0-weight-floor",
+        type=float,
+        default=0.0,
+        help="the camera embedding learns from the x0 error weighted at least this much at every timestep (the rest of the UNet keeps min-SNR, "
+        "which gives the noisiest timesteps, where a view set's orientation is chosen, almost no weight); 0: min-SNR for all",
+    )
     parser.add_argument("--view-words-share", type=float, default=0.0, help="share of 4-view sets whose captions name each view's side (', back view'), so guidance.view_dependent=true can steer the orientation")
     parser.add_argument("--multi-view-share", type=float, default=0.7, help="share of steps on 4-view sets (the rest: single images)")
     parser.add_argument("--lr", type=float, default=1.5e-4)
@@ -78,6 +85,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--batch-size={args.batch_size} must be a positive multiple of {NUM_VIEWS} (whole view sets)")
     if not 0.0 <= args.multi_view_share <= 1.0:
         parser.error(f"--multi-view-share={args.multi_view_share} must be in [0, 1]")
+    if args.camera_x0_weight_floor < 0:
+        parser.error(f"--camera-x0-weight-floor={args.camera_x0_weight_floor} must be >= 0")
     if args.camera_lr_scale <= 0:
         parser.error(f"--camera-lr-scale={args.camera_lr_scale} must be positive")
     if not 0.0 <= args.view_words_share <= 1.0:
@@ -85,6 +94,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not (args.init_from / "unet").is_dir():
         parser.error(f"--init-from={args.init_from}: no text prior there (no unet/ folder)")
     return args
+
+
+class CameraGradientReweighting:
+    """Scales, per sample, the gradient that reaches the camera embedding through its output, so
+    the camera learns from another timestep weighting than the rest of the UNet in the same
+    backward pass. Exact because a sample's camera embedding affects only its own view set, whose
+    views share one timestep."""
+
+    def __init__(self, embedding: torch.nn.Module) -> None:
+        self.scale: torch.Tensor | None = None
+        embedding.register_forward_hook(self._hook)
+
+    def _hook(self, module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        if self.scale is not None and output.requires_grad:
+            scale = self.scale.to(output.dtype)[:, None]
+            output.register_hook(lambda grad: grad * scale)
 
 
 def _shown(folder: Path) -> str:
@@ -136,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     command = "python scripts/train_multi_view_prior.py " + " ".join(argv if argv is not None else sys.argv[1:])
     camera = list(unet.class_embedding.parameters())
     others = [p for name, p in unet.named_parameters() if not name.startswith("class_embedding.")]
-    optimizer = torch.optim.AdamW([{"params": others, "lr_scale": 1.0}, {"params": camera, "lr_scale": args.camera_lr_scale, "weight_decay": 0.0}], lr=args.lr, weight_decay=0.01)
+    optimizer = torch.optim.AdamW([{"params": others, "lr_scale": 1.0}, {"params": camera, "lr_scale": args.camera_lr_scale}], lr=args.lr, weight_decay=0.01)
     state = TrainingRun(args.work_dir / "checkpoint.pt", {"unet": unet}, optimizer, torch.Generator().manual_seed(args.seed + 1), {"unet": vars(arch), "num_views": NUM_VIEWS})
     if not state.restore(device):
         inflate_text_prior(unet, text_prior.unet.to(device))
@@ -164,6 +189,8 @@ def main(argv: list[str] | None = None) -> None:
     singles = RenderedSet(**_cached(args.work_dir / f"renders_n{args.dataset_size}_r{args.resolution}_s{args.seed}.pt", lambda: render_set(args.dataset_size, args.resolution, args.seed, workers=args.render_workers)))
     scheduler.alphas_cumprod = scheduler.alphas_cumprod.to(device)
     weight = loss_weights(scheduler.alphas_cumprod, args.min_snr_gamma, 0.0)
+    camera_gradient_scale = loss_weights(scheduler.alphas_cumprod, args.min_snr_gamma, args.camera_x0_weight_floor) / weight
+    reweigh_camera = CameraGradientReweighting(unet.class_embedding)
     started = last_save = time.monotonic()
     stop = min(args.steps, args.stop_at_step) if args.stop_at_step is not None else args.steps
     bar = tqdm(total=args.steps, initial=state.step, desc="training multi-view prior", unit="step")
@@ -192,10 +219,11 @@ def main(argv: list[str] | None = None) -> None:
             group["lr"] = group["lr_scale"] * cosine_learning_rate(state.step, args.lr, args.warmup_steps, args.steps)
         with torch.no_grad():
             embeddings = text_encoder(ids).last_hidden_state
+        reweigh_camera.scale = camera_gradient_scale[timesteps] if multi_view and args.camera_x0_weight_floor > 0 else None
         prediction = unet(scheduler.add_noise(x0, noise, timesteps), timesteps, encoder_hidden_states=embeddings, class_labels=cameras.to(device)).sample
         per_sample = F.mse_loss(prediction, scheduler.get_velocity(x0, noise, timesteps), reduction="none").mean(dim=(1, 2, 3))
         loss = (per_sample * weight[timesteps]).mean()
-        state.optimise(loss, args.ema_decay)
+        state.optimise(loss, args.ema_decay, clip_each_group=args.camera_x0_weight_floor > 0)
         bar.update(1)
         if state.step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}", views=NUM_VIEWS if multi_view else 1)

@@ -78,11 +78,13 @@ class TrainingRun:
         with atomic_path(self.path) as tmp:
             torch.save(record, tmp)
 
-    def optimise(self, loss: torch.Tensor, max_decay: float, max_grad_norm: float = 1.0) -> None:
-        """One optimiser step on `loss` (gradients clipped to `max_grad_norm`), counted, then the EMA."""
+    def optimise(self, loss: torch.Tensor, max_decay: float, max_grad_norm: float = 1.0, clip_each_group: bool = False) -> None:
+        """One optimiser step on `loss` (gradients clipped to `max_grad_norm`, all together or each
+        optimiser parameter group on its own), counted, then the EMA."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.params, max_grad_norm)
+        for params in [group["params"] for group in self.optimizer.param_groups] if clip_each_group else [self.params]:
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         self.optimizer.step()
         self.step += 1
         update_ema(self.ema, self.params, self.step, max_decay)

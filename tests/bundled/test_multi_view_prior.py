@@ -26,6 +26,7 @@ from framework.cameras.camera import CameraBatch  # noqa: E402
 from framework.cameras.distribution import OrbitDistribution  # noqa: E402
 from framework.guidance.condition import Condition  # noqa: E402
 from framework.guidance.multi_view import MultiViewPixelGuidance  # noqa: E402
+from framework.guidance.multi_view_attention import set_multi_view_attention  # noqa: E402
 from framework.guidance.prompts import VIEWS  # noqa: E402
 
 
@@ -76,7 +77,7 @@ def test_view_set_captions_name_each_views_side_only_when_asked():
 
 
 def test_bad_arguments_exit_with_one_line(capsys, tmp_path):
-    for argv, named in ((["--batch-size", "6"], "--batch-size=6 must be a positive multiple of 4"), (["--multi-view-share", "2"], "--multi-view-share=2.0"), (["--view-words-share", "-1"], "--view-words-share=-1.0"), (["--init-from", str(tmp_path)], "no text prior there"), (["--camera-lr-scale", "0"], "--camera-lr-scale=0.0")):
+    for argv, named in ((["--batch-size", "6"], "--batch-size=6 must be a positive multiple of 4"), (["--multi-view-share", "2"], "--multi-view-share=2.0"), (["--view-words-share", "-1"], "--view-words-share=-1.0"), (["--init-from", str(tmp_path)], "no text prior there"), (["--camera-lr-scale", "0"], "--camera-lr-scale=0.0"), (["--camera-x0-weight-floor", "-1"], "--camera-x0-weight-floor=-1.0")):
         with pytest.raises(SystemExit) as exit_info:
             train_multi_view_prior.parse_args(argv)
         assert exit_info.value.code == 2 and named in capsys.readouterr().err
@@ -99,3 +100,25 @@ def test_fine_tuning_a_multi_view_prior_keeps_its_camera_embedding_and_inflating
     assert torch.equal(target.class_embedding.linear_2.weight, source.class_embedding.linear_2.weight)
     inflate_text_prior(target, load_prior(BUNDLED_PRIOR_DIR).unet)
     assert not target.class_embedding.linear_2.weight.any() and not target.class_embedding.linear_2.bias.any()
+
+
+def test_camera_gradient_reweighting_gives_the_camera_the_gradient_of_the_other_weighting():
+    torch.manual_seed(0)
+    unet = build_multi_view_unet(PriorArchitecture(resolution=16))
+    torch.nn.init.normal_(unet.class_embedding.linear_2.weight, std=0.1)
+    set_multi_view_attention(unet, 4)
+    camera = list(unet.class_embedding.parameters())
+    x, cameras = torch.randn(8, 3, 16, 16), torch.randn(8, 16)
+    timesteps = torch.tensor([900] * 4 + [100] * 4)
+    text = torch.randn(8, 4, unet.config.cross_attention_dim)
+    per_sample = lambda: unet(x, timesteps, encoder_hidden_states=text, class_labels=cameras).sample.square().mean(dim=(1, 2, 3))  # noqa: E731
+    min_snr, floored = torch.tensor([0.05] * 4 + [1.0] * 4), torch.tensor([1.0] * 8)
+    expected = torch.autograd.grad((floored * per_sample()).mean(), camera)
+    reweighting = train_multi_view_prior.CameraGradientReweighting(unet.class_embedding)
+    reweighting.scale = floored / min_snr
+    reweighted = torch.autograd.grad((min_snr * per_sample()).mean(), camera)
+    for want, got in zip(expected, reweighted):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)
+    reweighting.scale = None
+    plain = torch.autograd.grad((min_snr * per_sample()).mean(), camera)
+    assert not torch.allclose(plain[0], expected[0])
