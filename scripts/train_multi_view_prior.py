@@ -15,6 +15,7 @@ resumes exactly. When the last step is done the EMA weights go to --export-dir.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -119,6 +120,15 @@ def _shown(folder: Path) -> str:
     return str(resolved.relative_to(root)) if resolved.is_relative_to(root) else str(folder)
 
 
+def _source_history(folder: Path) -> list[str]:
+    """The commands that trained the prior in `folder`, from its provenance.json (none if absent)."""
+    provenance = folder / "provenance.json"
+    if not provenance.is_file():
+        return []
+    record = json.loads(provenance.read_text())
+    return list(record.get("history", [record["command"]] if "command" in record else []))
+
+
 def _cached(path: Path, make: Callable[[], object]) -> dict:
     """The fields of rendered data, from `path` or rendered by `make` and written there."""
     if path.exists():
@@ -166,8 +176,10 @@ def main(argv: list[str] | None = None) -> None:
     if not state.restore(device):
         inflate_text_prior(unet, text_prior.unet.to(device))
         state.ema = [p.detach().clone() for p in state.params]
-        source = "fine-tuned further from the multi-view prior" if text_prior.unet.config.class_embed_type else "inflated from the text prior"
-        state.history.append(f"({source} at {_shown(args.init_from)})")
+        if text_prior.unet.config.class_embed_type:  # a multi-view prior: its own history comes first
+            state.history += _source_history(args.init_from) + [f"(fine-tuned further from the multi-view prior at {_shown(args.init_from)})"]
+        else:
+            state.history.append(f"(inflated from the text prior at {_shown(args.init_from)})")
     if not args.export_only and state.history[-1:] != [command]:
         state.history.append(command)
     if args.export_only and state.history:

@@ -48,7 +48,9 @@ def test_interrupted_training_resumes_exactly_and_exports_a_loadable_prior(tmp_p
     further = ["--work-dir", str(tmp_path / "further"), "--export-dir", str(tmp_path / "further/export"), *common[:-1], str(tmp_path / "straight/export"), "--camera-lr-scale", "5", "--stop-at-step", "1"]
     train_multi_view_prior.main(further)
     checkpoint = torch.load(tmp_path / "further/checkpoint.pt", weights_only=True)
-    assert checkpoint["history"][0].startswith("(fine-tuned further from the multi-view prior at ")
+    straight_history = json.loads((tmp_path / "straight/export/provenance.json").read_text())["history"]
+    assert checkpoint["history"][: len(straight_history)] == straight_history
+    assert checkpoint["history"][len(straight_history)].startswith("(fine-tuned further from the multi-view prior at ")
     groups = checkpoint["optimizer"]["param_groups"]
     assert [g["lr_scale"] for g in groups] == [1.0, 5.0] and groups[1]["lr"] == pytest.approx(5 * groups[0]["lr"])
 
