@@ -61,6 +61,9 @@ class TrainingRun:
             raise SystemExit(f"{self.path} was trained with architecture {state['architecture']}: use another --work-dir")
         if len(state["ema"]) != len(self.ema):
             raise SystemExit(f"{self.path} trained {len(state['ema'])} weight tensors, this command trains {len(self.ema)} (a module frozen or not): use the same options or another --work-dir")
+        saved_groups, groups = len(state["optimizer"]["param_groups"]), len(self.optimizer.param_groups)
+        if saved_groups != groups:
+            raise SystemExit(f"{self.path} was optimised in {saved_groups} parameter group(s), this version of the script uses {groups}: use another --work-dir")
         for name, module in self.modules.items():
             module.load_state_dict(state[name])
         self.optimizer.load_state_dict(state["optimizer"])

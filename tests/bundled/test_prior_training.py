@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import train_prior  # noqa: E402
 
 from bundled.prior.dataset import DOMAINS, OBJECT_NAMES, RenderedSet, render_set  # noqa: E402
+from bundled.prior.training import TrainingRun  # noqa: E402
 from bundled.world.objects import OBJECTS  # noqa: E402
 from framework.guidance.prompts import VIEWS  # noqa: E402
 
@@ -171,3 +172,16 @@ def test_rendering_in_worker_processes_gives_the_same_images():
     for name in ("images", "colour", "object", "view"):
         assert torch.equal(getattr(serial, name), getattr(parallel, name)), name
     assert serial.images.float().std() > 0  # objects were drawn, not blank frames
+
+
+def test_a_checkpoint_of_other_weights_or_other_optimiser_groups_is_refused_in_one_line(tmp_path):
+    def run(modules: dict, groups: list) -> TrainingRun:
+        return TrainingRun(tmp_path / "checkpoint.pt", modules, torch.optim.AdamW(groups), torch.Generator().manual_seed(0), {"width": 2})
+
+    first, second = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    run({"a": first}, [{"params": first.parameters()}]).save()
+    assert run({"a": first}, [{"params": first.parameters()}]).restore(torch.device("cpu"))
+    with pytest.raises(SystemExit, match="optimised in 1 parameter group\\(s\\), this version of the script uses 2"):
+        run({"a": first}, [{"params": [first.weight]}, {"params": [first.bias]}]).restore(torch.device("cpu"))
+    with pytest.raises(SystemExit, match="trained 2 weight tensors, this command trains 4"):
+        run({"a": first, "b": second}, [{"params": [*first.parameters(), *second.parameters()]}]).restore(torch.device("cpu"))
