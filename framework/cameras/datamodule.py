@@ -33,8 +33,13 @@ class _RandomOrbitBatches(IterableDataset):
     def __iter__(self) -> Iterator[Batch]:
         index = self.start_index
         while True:
-            yield Batch(self.module.training_batch(index, self.rank, self.world_size), self.module.reference)
+            yield Batch(self.module.training_batch(index, self.rank, self.world_size), self.module.reference_at(index))
             index += 1
+
+
+def _values(value: Scalar) -> list[int]:
+    """Every value a stepwise number takes."""
+    return sorted({int(v) for _, v in value.points}) if isinstance(value, Schedule) else [int(value)]
 
 
 def _stepwise(value: object) -> Scalar:
@@ -50,7 +55,9 @@ class OrbitCameraDataModule(pl.LightningDataModule):
     batch_size, resolution: of the training cameras (numbers or [[step, value], ...]).
     image: the reference image of image-to-3D (RGBA, or RGB on white), or None.
     reference_elevation_deg, reference_azimuth_deg, reference_distance, reference_fovy_deg,
-        reference_resolution: the camera the reference image is taken to be seen from.
+        reference_resolution: the camera the reference image is taken to be seen from. The
+            resolution may change in steps ([[step, value], ...]), like the training views': a
+            texture stage at 128 px needs the reference at 128 px to reach every texel.
         reference_framing, reference_fill: how the image is framed for that camera (`auto`,
             `fit` or `keep`; see `framework.cameras.reference_image`).
         views_per_group: with more than 1, every batch_size entry is a group of this many cameras
@@ -74,7 +81,7 @@ class OrbitCameraDataModule(pl.LightningDataModule):
         reference_azimuth_deg: float = 0.0,
         reference_distance: float = 2.8,
         reference_fovy_deg: float = 42.0,
-        reference_resolution: int = 64,
+        reference_resolution: Scalar = 64,
         reference_framing: str = "auto",
         reference_fill: float = 0.6,
         views_per_group: int = 1,
@@ -93,16 +100,31 @@ class OrbitCameraDataModule(pl.LightningDataModule):
         if views_per_group < 1:
             raise ValueError(f"views_per_group={views_per_group} must be at least 1")
         self.views_per_group = views_per_group
-        self.reference: ReferenceView | None = None
+        self.reference_resolution = _stepwise(reference_resolution)
+        self._references: dict[int, ReferenceView] = {}
         if image is not None:
-            camera = CameraBatch.from_orbit(
-                torch.tensor([float(reference_elevation_deg)]),
-                torch.tensor([float(reference_azimuth_deg)]),
-                torch.tensor([float(reference_distance)]),
-                torch.tensor([float(reference_fovy_deg)]),
-                reference_resolution,
-            )
-            self.reference = ReferenceView.from_file(image, camera, reference_framing, reference_fill)
+            for resolution in _values(self.reference_resolution):
+                if resolution < 8:
+                    raise ValueError(f"camera.reference_resolution={resolution}: need >= 8")
+                camera = CameraBatch.from_orbit(
+                    torch.tensor([float(reference_elevation_deg)]),
+                    torch.tensor([float(reference_azimuth_deg)]),
+                    torch.tensor([float(reference_distance)]),
+                    torch.tensor([float(reference_fovy_deg)]),
+                    resolution,
+                )
+                self._references[resolution] = ReferenceView.from_file(image, camera, reference_framing, reference_fill)
+
+    def reference_at(self, index: int) -> ReferenceView | None:
+        """The reference view of training step `index` (None without an image)."""
+        if not self._references:
+            return None
+        return self._references[int(value_at(self.reference_resolution, index))]
+
+    @property
+    def reference(self) -> ReferenceView | None:
+        """The reference view at its largest resolution, for validation, the turntable and feed-forward methods."""
+        return self._references[max(self._references)] if self._references else None
 
     def training_batch(self, index: int, rank: int = 0, world_size: int = 1) -> CameraBatch:
         """The cameras of training step `index` on process `rank` of `world_size` (deterministic in

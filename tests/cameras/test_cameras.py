@@ -1,7 +1,9 @@
 import math
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from framework.cameras.batch import Batch
 from framework.cameras.camera import CameraBatch, look_at, orbit_position
@@ -118,3 +120,21 @@ def test_cat_joins_batches_and_refuses_mixed_resolutions():
     assert torch.equal(both.subset(slice(3, 5)).c2w, b.c2w) and torch.equal(both.elevation_deg[:3], a.elevation_deg)
     with pytest.raises(ValueError, match="different resolutions"):
         CameraBatch.cat([a, b.with_resolution(32)])
+
+
+def test_the_reference_view_follows_its_resolution_schedule(tmp_path):
+    image = np.full((96, 96, 3), 255, dtype=np.uint8)
+    image[30:66, 36:60] = (200, 30, 30)
+    Image.fromarray(image).save(tmp_path / "object.png")
+    module = OrbitCameraDataModule(OrbitDistribution(), image=str(tmp_path / "object.png"), reference_resolution=[[0, 16], [10, 32]])
+    early, late = module.reference_at(9), module.reference_at(10)
+    assert early.image.shape == (1, 16, 16, 3) and early.cameras.height == 16
+    assert late.image.shape == (1, 32, 32, 3) and late.cameras.height == 32
+    # The same object at both resolutions, from the same camera.
+    assert abs(float(early.mask.mean()) - float(late.mask.mean())) < 0.02
+    torch.testing.assert_close(early.cameras.c2w, late.cameras.c2w)
+    assert module.reference is late  # validation and the turntable use the largest
+    training = iter(module.train_dataloader())
+    assert next(training).reference is early
+    with pytest.raises(ValueError, match="reference_resolution=4"):
+        OrbitCameraDataModule(OrbitDistribution(), image=str(tmp_path / "object.png"), reference_resolution=[[0, 4], [10, 32]])
