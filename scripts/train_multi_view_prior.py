@@ -34,7 +34,7 @@ from bundled.prior.multi_view_model import MULTI_VIEW_PRIOR_DIR, NUM_VIEWS, buil
 from bundled.prior.sampling import load_prior  # noqa: E402
 from bundled.prior.training import TrainingRun, cosine_learning_rate, loss_weights  # noqa: E402
 from bundled.prior.view_pairs import ViewGroups, render_view_groups  # noqa: E402
-from bundled.prior.weights import BUNDLED_PRIOR_DIR, save_prior  # noqa: E402
+from bundled.prior.weights import BUNDLED_PRIOR_DIR, project_relative, save_prior  # noqa: E402
 from bundled.world.objects import caption  # noqa: E402
 from framework.guidance.camera_condition import camera_condition  # noqa: E402
 from framework.guidance.multi_view_attention import set_multi_view_attention  # noqa: E402
@@ -113,13 +113,6 @@ class CameraGradientReweighting:
             output.register_hook(lambda grad: grad * scale)
 
 
-def _shown(folder: Path) -> str:
-    """`folder` relative to the project when inside it, so provenance names no machine's paths."""
-    root = Path(__file__).resolve().parents[1]
-    resolved = folder.resolve()
-    return str(resolved.relative_to(root)) if resolved.is_relative_to(root) else str(folder)
-
-
 def _source_history(folder: Path) -> list[str]:
     """The commands that trained the prior in `folder`, from its provenance.json (none if absent)."""
     provenance = folder / "provenance.json"
@@ -177,9 +170,9 @@ def main(argv: list[str] | None = None) -> None:
         inflate_text_prior(unet, text_prior.unet.to(device))
         state.ema = [p.detach().clone() for p in state.params]
         if text_prior.unet.config.class_embed_type:  # a multi-view prior: its own history comes first
-            state.history += _source_history(args.init_from) + [f"(fine-tuned further from the multi-view prior at {_shown(args.init_from)})"]
+            state.history += _source_history(args.init_from) + [f"(fine-tuned further from the multi-view prior at {project_relative(args.init_from)})"]
         else:
-            state.history.append(f"(inflated from the text prior at {_shown(args.init_from)})")
+            state.history.append(f"(inflated from the text prior at {project_relative(args.init_from)})")
     if not args.export_only and state.history[-1:] != [command]:
         state.history.append(command)
     if args.export_only and state.history:

@@ -43,7 +43,7 @@ from bundled.prior.novel_view_model import (  # noqa: E402
 from bundled.prior.sampling import load_prior  # noqa: E402
 from bundled.prior.training import TrainingRun, cosine_learning_rate, loss_weights  # noqa: E402
 from bundled.prior.view_pairs import HELD_OUT, ViewGroups, draw_pairs, render_view_groups  # noqa: E402
-from bundled.prior.weights import BUNDLED_PRIOR_DIR  # noqa: E402
+from bundled.prior.weights import BUNDLED_PRIOR_DIR, project_relative  # noqa: E402
 from framework.guidance.camera_projection import relative_pose  # noqa: E402
 from framework.guidance.novel_view import clip_pixels  # noqa: E402
 from framework.utils.atomic import atomic_path  # noqa: E402
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     if not restored:
         if str(args.init_from).lower() != "none":
             warm_start_from_text_prior(unet, load_prior(args.init_from).unet.to(device))
-            state.history.append(f"(UNet started from the text prior at {args.init_from})")
+            state.history.append(f"(UNet started from the text prior at {project_relative(args.init_from)})")
         if args.encoder_pretrain_steps:
             image_encoder.requires_grad_(True)
             accuracy = pretrain_image_encoder(image_encoder, data, args.encoder_pretrain_steps, 128, args.encoder_pretrain_lr, torch.Generator().manual_seed(args.seed + 2))

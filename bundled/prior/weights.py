@@ -12,6 +12,13 @@ from transformers import PreTrainedTokenizerFast, T5EncoderModel
 from framework.utils.atomic import atomic_directory
 
 BUNDLED_PRIOR_DIR = Path(__file__).resolve().parents[1] / "prior_weights"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def project_relative(folder: str | Path) -> str:
+    """`folder` relative to the project when inside it, so provenance names no machine's paths."""
+    resolved = Path(folder).resolve()
+    return str(resolved.relative_to(PROJECT_ROOT)) if resolved.is_relative_to(PROJECT_ROOT) else str(folder)
 
 
 def save_prior(
