@@ -35,13 +35,14 @@ class ReferenceView:
             raise ValueError(f"reference camera {self.cameras.height}x{self.cameras.width} does not match the image's {tuple(self.image.shape[1:3])}")
 
     @classmethod
-    def from_file(cls, path: str | Path, cameras: CameraBatch, framing: str = "auto", fill: float = 0.6) -> "ReferenceView":
+    def from_file(cls, path: str | Path, cameras: CameraBatch, framing: str = "auto", fill: float = 0.6, log_notes: bool = True) -> "ReferenceView":
         """An image file as the view of the one square camera `cameras`: see
-        `framework.cameras.reference_image` for what is done to it (masking, framing)."""
+        `framework.cameras.reference_image` for what is done to it (masking, framing), logged
+        unless `log_notes` is False (the same file prepared again at another resolution)."""
         if cameras.height != cameras.width:
             raise ValueError(f"the reference camera must be square, got {cameras.height}x{cameras.width}")
         prepared = prepare_reference_image(path, cameras.height, framing, fill)
-        for note in prepared.notes:
+        for note in prepared.notes if log_notes else []:
             log.info("image=%s: %s", path, note)
         return cls(prepared.image, prepared.mask, cameras)
 

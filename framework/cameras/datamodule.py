@@ -113,7 +113,7 @@ class OrbitCameraDataModule(pl.LightningDataModule):
                     torch.tensor([float(reference_fovy_deg)]),
                     resolution,
                 )
-                self._references[resolution] = ReferenceView.from_file(image, camera, reference_framing, reference_fill)
+                self._references[resolution] = ReferenceView.from_file(image, camera, reference_framing, reference_fill, log_notes=not self._references)
 
     def reference_at(self, index: int) -> ReferenceView | None:
         """The reference view of training step `index` (None without an image)."""
