@@ -159,12 +159,13 @@ def tiny_zero123_overrides(run_dir: Path, prior: Path, image: Path, max_steps: i
 
 
 def tiny_dreamgaussian_image_overrides(run_dir: Path, text_prior: Path, novel_view_prior: Path, image: Path, gaussian_steps: int = 4, texture_steps: int = 2) -> list[str]:
-    """DreamGaussian's image mode at the sizes of `tiny_gaussian_overrides`."""
+    """DreamGaussian's image mode at the sizes of `tiny_gaussian_overrides`; the reference view
+    goes from 16 to 32 px at the texture stage, as the default goes from 64 to 128."""
     return [
         "experiment=dreamgaussian",
         f"image={image}",
         "image_elevation=15",
-        "camera.reference_resolution=32",
+        f"camera.reference_resolution=[[0,16],[{gaussian_steps},32]]",
         f"image_to_3d.guidance.pretrained={novel_view_prior}",
         *tiny_gaussian_overrides(run_dir, text_prior, gaussian_steps, texture_steps),
     ]
