@@ -103,17 +103,19 @@ class OrbitCameraDataModule(pl.LightningDataModule):
         self.reference_resolution = _stepwise(reference_resolution)
         self._references: dict[int, ReferenceView] = {}
         if image is not None:
-            for resolution in _values(self.reference_resolution):
+            resolutions = _values(self.reference_resolution)
+            camera = CameraBatch.from_orbit(
+                torch.tensor([float(reference_elevation_deg)]),
+                torch.tensor([float(reference_azimuth_deg)]),
+                torch.tensor([float(reference_distance)]),
+                torch.tensor([float(reference_fovy_deg)]),
+                resolutions[0],
+            )
+            for resolution in resolutions:
                 if resolution < 8:
                     raise ValueError(f"camera.reference_resolution={resolution}: need >= 8")
-                camera = CameraBatch.from_orbit(
-                    torch.tensor([float(reference_elevation_deg)]),
-                    torch.tensor([float(reference_azimuth_deg)]),
-                    torch.tensor([float(reference_distance)]),
-                    torch.tensor([float(reference_fovy_deg)]),
-                    resolution,
-                )
-                self._references[resolution] = ReferenceView.from_file(image, camera, reference_framing, reference_fill, log_notes=not self._references)
+                sized = camera.with_resolution(resolution)
+                self._references[resolution] = ReferenceView.from_file(image, sized, reference_framing, reference_fill, log_notes=not self._references)
 
     def reference_at(self, index: int) -> ReferenceView | None:
         """The reference view of training step `index` (None without an image)."""
