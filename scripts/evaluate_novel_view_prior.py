@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bundled.evaluation.novel_view_prior import score_novel_view_prior, summarise  # noqa: E402
 from bundled.prior.novel_view_model import NOVEL_VIEW_PRIOR_DIR  # noqa: E402
+from bundled.prior.view_pairs import HELD_OUT, SEEN  # noqa: E402
 from framework.guidance.novel_view import NovelViewGuidance  # noqa: E402
 from framework.utils.atomic import atomic_path  # noqa: E402
 from framework.utils.images import image_grid, save_png  # noqa: E402
@@ -32,6 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--random-inputs", type=int, default=1, help="input views per pair besides the front one")
     parser.add_argument("--steps", type=int, default=30, help="DDIM steps per sample")
     parser.add_argument("--guidance-scale", type=float, default=3.0)
+    parser.add_argument("--pairs", choices=("held-out", "seen"), default="held-out", help="score the held-out colour/object pairs (the prior's score) or as many trained-on ones (to choose sampler settings on)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=None, help="JSON file for every sample's scores")
     parser.add_argument("--grid", type=Path, default=None, help="PNG: per input view a row of the input, the 8 samples and the 8 true renders")
@@ -47,7 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     guidance = NovelViewGuidance(str(args.prior), device=args.device, embedding_cache_dir=None, cuda_graphs=False)
     rows: list = []
-    scores = score_novel_view_prior(guidance, args.random_inputs, args.steps, args.guidance_scale, args.seed, rows=rows)
+    pairs = HELD_OUT if args.pairs == "held-out" else SEEN
+    scores = score_novel_view_prior(guidance, args.random_inputs, args.steps, args.guidance_scale, args.seed, pairs, rows=rows)
     if args.grid is not None:
         save_png(args.grid, image_grid(torch.stack(rows), padding=2))
     summary = summarise(scores)

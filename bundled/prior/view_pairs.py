@@ -4,7 +4,7 @@ two views of a group make a training pair (input view, target view), so G groups
 G V (V - 1) pairs; for the multi-view prior a group is one view set, denoised together.
 
 Some colour/object pairs are held out of training, so the prior is scored on objects it has never
-seen in that colour (`HELD_OUT`).
+seen in that colour (`HELD_OUT`); `SEEN` names as many trained-on pairs, to tune a sampler on.
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ from framework.cameras.distribution import OrbitDistribution
 # One colour per object, fixed by rule before any training (object i: colour (3 i + 1) mod 8),
 # so every colour and every object is held out once or twice.
 HELD_OUT: tuple[tuple[str, str], ...] = tuple((COLOUR_NAMES[(3 * i + 1) % len(COLOUR_NAMES)], name) for i, name in enumerate(OBJECT_NAMES))
+# Trained-on pairs picked by the same kind of rule (object i: colour (3 i + 2) mod 8), where a
+# sampler setting such as the guidance scale is chosen without looking at the held-out pairs.
+SEEN: tuple[tuple[str, str], ...] = tuple((COLOUR_NAMES[(3 * i + 2) % len(COLOUR_NAMES)], name) for i, name in enumerate(OBJECT_NAMES))
 
 
 @dataclass

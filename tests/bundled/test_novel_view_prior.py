@@ -20,7 +20,7 @@ from bundled.prior.dataset import COLOUR_NAMES, OBJECT_NAMES  # noqa: E402
 from bundled.prior.image_encoder_pretraining import pretrain_image_encoder  # noqa: E402
 from bundled.prior.novel_view_model import NovelViewArchitecture, build_image_encoder, build_unet_for_views, warm_start_from_text_prior  # noqa: E402
 from bundled.prior.sampling import load_prior  # noqa: E402
-from bundled.prior.view_pairs import HELD_OUT, draw_pairs, render_view_groups, training_pairs  # noqa: E402
+from bundled.prior.view_pairs import HELD_OUT, SEEN, draw_pairs, render_view_groups, training_pairs  # noqa: E402
 from framework.cameras.batch import ReferenceView  # noqa: E402
 from framework.cameras.camera import CameraBatch  # noqa: E402
 from framework.cameras.distribution import OrbitDistribution  # noqa: E402
@@ -38,6 +38,11 @@ def test_one_pair_per_object_is_held_out_and_never_trained_on():
     assert not held & set(pairs)
     data = render_view_groups(40, 2, 8, seed=0)
     assert not held & {(int(c), int(o)) for c, o in zip(data.colour, data.object)}
+
+
+def test_the_seen_pairs_are_one_trained_on_pair_per_object():
+    assert sorted(o for _, o in SEEN) == sorted(OBJECT_NAMES)
+    assert {(COLOUR_NAMES.index(c), OBJECT_NAMES.index(o)) for c, o in SEEN} <= set(training_pairs())
 
 
 def test_view_groups_show_one_object_from_different_cameras_deterministically():
