@@ -18,12 +18,17 @@ from bundled.prior.dataset import COLOUR_NAMES, OBJECT_NAMES, render_rows
 from framework.cameras.camera import CameraBatch
 from framework.cameras.distribution import OrbitDistribution
 
-# One colour per object, fixed by rule before any training (object i: colour (3 i + 1) mod 8),
-# so every colour and every object is held out once or twice.
-HELD_OUT: tuple[tuple[str, str], ...] = tuple((COLOUR_NAMES[(3 * i + 1) % len(COLOUR_NAMES)], name) for i, name in enumerate(OBJECT_NAMES))
-# Trained-on pairs picked by the same kind of rule (object i: colour (3 i + 2) mod 8), where a
-# sampler setting such as the guidance scale is chosen without looking at the held-out pairs.
-SEEN: tuple[tuple[str, str], ...] = tuple((COLOUR_NAMES[(3 * i + 2) % len(COLOUR_NAMES)], name) for i, name in enumerate(OBJECT_NAMES))
+
+def _one_colour_per_object(offset: int) -> tuple[tuple[str, str], ...]:
+    """Object i in colour (3 i + offset) mod 8: every colour comes once or twice."""
+    return tuple((COLOUR_NAMES[(3 * i + offset) % len(COLOUR_NAMES)], name) for i, name in enumerate(OBJECT_NAMES))
+
+
+# Fixed by rule before any training.
+HELD_OUT: tuple[tuple[str, str], ...] = _one_colour_per_object(1)
+# Trained-on pairs, where a sampler setting such as the guidance scale is chosen without looking
+# at the held-out pairs.
+SEEN: tuple[tuple[str, str], ...] = _one_colour_per_object(2)
 
 
 @dataclass
