@@ -83,9 +83,6 @@ class GenerationSystem(pl.LightningModule):
         self.materials = nn.ModuleDict(dict(materials))
         self.background = background
         self.slots = dict(slots or {})
-        self.guidance_parts = nn.ModuleDict(
-            {name: nn.ModuleDict(parts) for name, slot in self.slots.items() if (parts := getattr(slot.guidance, "trainable_modules", dict)())}
-        )
         self.losses = dict(losses or {})
         self.loss_weights = {name: as_scalar(weight) for name, weight in (loss_weights or {}).items()}
         if set(self.loss_weights) != set(self.losses):
@@ -106,6 +103,10 @@ class GenerationSystem(pl.LightningModule):
         if not self.stages:
             self.stages = [Stage(name="predict", steps=0)]
         self._check_stages()
+        # Each stage's slots with its overrides, built once: an estimator named there is built
+        # and bound now, so its trainable parts are registered before any checkpoint is loaded.
+        self._stage_slots = [self._slots_with_overrides(stage) for stage in self.stages]
+        self.guidance_parts = nn.ModuleDict({name: nn.ModuleDict(parts) for name, slot in self.slots.items() if (parts := slot.trainable_modules())})
         self.stage_index = 0
         self.save_dir = Path(save_dir)
         self._turntable: list[Tensor] = []
@@ -209,12 +210,14 @@ class GenerationSystem(pl.LightningModule):
         return batch.to(device)
 
     # --- losses ---------------------------------------------------------------------------------
+    def _slots_with_overrides(self, stage: Stage) -> dict[str, GuidanceSlot]:
+        if stage.slots is None:
+            return self.slots
+        return {name: replace(self.slots[name], **settings) for name, settings in stage.slots.items()}
+
     def active_slots(self) -> dict[str, GuidanceSlot]:
         """This stage's slots with its overrides applied."""
-        overrides = self.stage.slots
-        if overrides is None:
-            return self.slots
-        return {name: replace(self.slots[name], **settings) for name, settings in overrides.items()}
+        return self._stage_slots[self.stage_index]
 
     def compute_losses(self, render: dict[str, Tensor], batch: Batch, step: int) -> dict[str, Tensor]:
         """Every weighted term (`loss_<slot>_<term>`, `loss_<name>`), the total (`loss`) and
@@ -295,15 +298,25 @@ class GenerationSystem(pl.LightningModule):
         stage = self.stage
         slots = self.active_slots()
         modules = {"representation": self.representation, "background": self.background, "material": self.materials[stage.material]}
-        modules.update({f"guidance.{name}": parts for name, parts in self.guidance_parts.items() if name in slots})
+        # Only the parts of the stage's estimators: a LoRA that a stage's SDS ignores gets no optimiser there.
+        modules.update({f"guidance.{name}.{part}": module for name, slot in slots.items() for part, module in slot.trainable_modules(in_use_only=True).items()})
         for root, module in modules.items():
             for name, parameter in module.named_parameters():
                 if parameter.requires_grad:
                     yield f"{root}.{name}", parameter
 
     def stage_learning_rates(self) -> dict[str, Any]:
-        """The current stage's learning rates (converted to schedules once, when it was built)."""
-        return self.stage.learning_rates if self.stage.learning_rates is not None else self.learning_rates
+        """The current stage's learning rates (converted to schedules once, when it was built),
+        plus the default rate of each trainable guidance part (VSD's LoRA) that none of them
+        names, under `guidance.<slot>.<part>`."""
+        rates = dict(self.stage.learning_rates if self.stage.learning_rates is not None else self.learning_rates)
+        for slot, parts in self.guidance_parts.items():
+            for part, module in parts.items():
+                prefix = f"guidance.{slot}.{part}"
+                default = getattr(module, "learning_rate", None)
+                if default is not None and not any(prefix.startswith(known) or known.startswith(prefix) for known in rates):
+                    rates[prefix] = as_scalar(default)
+        return rates
 
     def stage_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """One optimiser per learning-rate prefix (the longest matching prefix wins); a prefix

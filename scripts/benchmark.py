@@ -1,7 +1,7 @@
 """Speed and memory of the building blocks, side by side in one run (machines are noisy: compare
 ratios within a table, not across runs).
 
-    python scripts/benchmark.py [--repeats 5] [--device cpu|cuda] [--only encodings,...,dmtet,dmtet_methods] [--stable-diffusion DIR]
+    python scripts/benchmark.py [--repeats 5] [--device cpu|cuda] [--only encodings,...,dmtet_methods,prolificdreamer] [--stable-diffusion DIR]
 
 Prints a table: median seconds over `--repeats` runs (after one warm-up), derived throughput, and
 peak memory (CUDA: per benchmark; CPU: the process's peak resident size so far).
@@ -101,16 +101,31 @@ def nerf(repeats: int, device: torch.device) -> list[Row]:
 
 
 def guidance(repeats: int, device: torch.device) -> list[Row]:
+    """One score-distillation step (forward and backward to the renders) per estimator, on the
+    bundled prior; VSD's includes its LoRA's own loss and backward."""
     from bundled.prior.weights import BUNDLED_PRIOR_DIR
     from framework.guidance.condition import Condition
+    from framework.guidance.estimators import ESTIMATORS, build_estimator
     from framework.guidance.pixel import PixelDiffusionGuidance
 
-    sds = PixelDiffusionGuidance(str(BUNDLED_PRIOR_DIR), embedding_cache_dir=None, device=device.type)
     cameras = OrbitDistribution().sample(1, 64, torch.Generator().manual_seed(0)).to(device)
     condition = Condition(cameras, text="a red cube")
     rgb = torch.rand(1, 64, 64, 3, device=device, requires_grad=True)
-    seconds, peak = measure(lambda: sds(rgb, condition, 0)["loss_sds"].backward(), repeats, device)
-    return [("SDS step, bundled prior (CFG, 64px)", seconds, f"{1 / seconds:.2f} it/s", peak)]
+    rows: list[Row] = []
+    sds_seconds = None
+    for name in ESTIMATORS:
+        prior = PixelDiffusionGuidance(str(BUNDLED_PRIOR_DIR), embedding_cache_dir=None, device=device.type)
+        estimator = build_estimator(name)
+        estimator.bind(prior)
+
+        def step() -> None:
+            terms = prior(rgb, condition, 500, estimator)
+            sum(value for key, value in terms.items() if key.startswith("loss_")).backward()
+
+        seconds, peak = measure(step, repeats, device)
+        sds_seconds = sds_seconds or seconds
+        rows.append((f"{name.upper()} step, bundled prior (CFG, 64px, t <= 0.98)", seconds, f"{1 / seconds:.2f} it/s ({seconds / sds_seconds:.2f}x SDS)", peak))
+    return rows
 
 
 def build_experiment(experiment: str, device: torch.device, backend: str = "auto", overrides: tuple[str, ...] = ()) -> tuple[Any, Any, Any]:
@@ -301,6 +316,11 @@ def dmtet_methods(repeats: int, device: torch.device, stable_diffusion: str | No
     return [row for experiment in ("magic3d", "fantasia3d") for row in stage_steps(experiment, repeats, device, overrides)]
 
 
+def prolificdreamer(repeats: int, device: torch.device) -> list[Row]:
+    """ProlificDreamer's steps per stage (VSD, SDS, VSD) with the default prior."""
+    return stage_steps("prolificdreamer", repeats, device)
+
+
 BENCHMARKS = {
     "encodings": encodings,
     "nerf": nerf,
@@ -310,6 +330,7 @@ BENCHMARKS = {
     "dreamgaussian": dreamgaussian,
     "dmtet": dmtet,
     "dmtet_methods": dmtet_methods,
+    "prolificdreamer": prolificdreamer,
 }
 
 

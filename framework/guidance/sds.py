@@ -23,13 +23,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
-
-from torch import nn
+from torch import Tensor, nn
 
 from framework.guidance.condition import Condition
 from framework.guidance.cuda_graph import GraphedCall
 from framework.guidance.embedding_cache import DEFAULT_CACHE_DIR, EmbeddingCache
+from framework.guidance.estimators.base import ScoreEstimator
+from framework.guidance.estimators.sds import SCORE_DISTILLATION
 from framework.guidance.prompts import VIEWS, ViewThresholds, view_dependent_prompt, view_index
 from framework.guidance.vocabulary import unknown_words
 from framework.schedules import Scalar, as_scalar, value_at
@@ -215,55 +215,69 @@ class ScoreDistillation(ABC):
             return torch.ones_like(alpha_bar)
         return alpha_bar.sqrt() * (1 - alpha_bar)
 
-    def guided_noise(self, noisy: Tensor, timesteps: Tensor, condition: Condition, guidance_scale: float | None = None) -> Tensor:
-        """Classifier-free guided epsilon for `noisy` model-space samples (`guidance_scale`:
-        None = the configured one)."""
+    def noise_predictions(self, noisy: Tensor, timesteps: Tensor, condition: Condition, halves: tuple[str, ...] = ("conditional", "unconditional")) -> tuple[Tensor, ...]:
+        """Epsilon for `noisy` model-space samples under the named halves of the condition
+        ("conditional", "unconditional"), in one batched call of the model (float32)."""
         conditional, unconditional = self.conditioning(condition)
         if isinstance(conditional, Tensor):
             conditional, unconditional = (conditional,), (unconditional,)
-        conditioning = [torch.cat([c, u]).to(self.device, self.dtype) for c, u in zip(conditional, unconditional)]
+        chosen = [{"conditional": conditional, "unconditional": unconditional}[half] for half in halves]
+        conditioning = [torch.cat(parts).to(self.device, self.dtype) for parts in zip(*chosen)]
         t = timesteps.to(self.device)
-        noise_pred = self.predict_noise(torch.cat([noisy, noisy]).to(self.dtype), torch.cat([t, t]), *conditioning).float()
-        cond, uncond = noise_pred.chunk(2)
+        n = len(halves)
+        prediction = self.predict_noise(torch.cat([noisy] * n).to(self.dtype), torch.cat([t] * n), *conditioning).float()
+        return prediction.chunk(n)
+
+    def guided_noise(self, noisy: Tensor, timesteps: Tensor, condition: Condition, guidance_scale: float | None = None) -> Tensor:
+        """Classifier-free guided epsilon for `noisy` model-space samples (`guidance_scale`:
+        None = the configured one)."""
+        cond, uncond = self.noise_predictions(noisy, timesteps, condition)
         scale = self.guidance_scale if guidance_scale is None else guidance_scale
         return uncond + scale * (cond - uncond)
+
+    def eager(self) -> None:
+        """Call the model directly from now on, never through a CUDA graph: for estimators whose
+        trainable parts (a LoRA) change what the model computes between calls."""
+        self._model_call = self.model_output
 
     @property
     def dtype(self) -> torch.dtype:
         return torch.float16 if self.device.type == "cuda" else torch.float32
 
-    @torch.no_grad()
-    def sds_gradient(self, x0: Tensor, timesteps: Tensor, noise: Tensor, condition: Condition) -> Tensor:
-        """w(t) (eps_hat - eps) for model-space samples `x0` noised with `noise` at `timesteps`:
-        the SDS gradient before clipping (no autograd graph)."""
+    def noisy_samples(self, x0: Tensor, timesteps: Tensor, noise: Tensor) -> Tensor:
+        """x_t = sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) noise."""
         alpha_bar = self.alphas_cumprod[timesteps].to(x0).view(-1, 1, 1, 1)
-        noisy = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
-        noise_pred = self.guided_noise(noisy, timesteps, condition).to(x0)
-        return self.weights(timesteps).to(x0).view(-1, 1, 1, 1) * (noise_pred - noise)
+        return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
 
-    def estimate(self, x0: Tensor, condition: Condition, step: int) -> dict[str, Tensor]:
-        """The SDS step on model-space samples `x0` [B, C, h, w] (with gradients).
+    def estimate(self, x0: Tensor, condition: Condition, step: int, estimator: ScoreEstimator | None = None) -> dict[str, Tensor]:
+        """One score-distillation step on model-space samples `x0` [B, C, h, w] (with gradients).
 
-        Returns `loss_sds` (its gradient w.r.t. `x0` is w(t) (eps_hat - eps) / B, B the batch
-        size), plus `sds_grad_norm` (of the undivided gradient) and `timestep` for logging.
+        Draws timesteps and noise, asks `estimator` (SDS when None) for its direction, weights it
+        by w(t) and clips it. Returns `loss_<estimator>` (its gradient w.r.t. `x0` is w(t) times
+        the direction, divided by the batch size B), `<estimator>_grad_norm` (of the undivided
+        gradient), `timestep`, and the estimator's own terms (VSD's LoRA loss).
         """
+        estimator = estimator or SCORE_DISTILLATION
         timesteps = self.sample_timesteps(x0.shape[0], step)
         noise = torch.randn(x0.shape, generator=self.generator).to(x0)
         # NaN/Inf (an fp16 overflow, a broken prior) are kept, never zeroed: the loss is then
         # non-finite and the NaN guard (NonFiniteGuard) skips the step and counts it.
-        grad = self.sds_gradient(x0, timesteps, noise, condition)
+        with torch.no_grad():
+            direction = estimator.direction(self, x0.detach(), timesteps, noise, condition).to(x0)
+        grad = self.weights(timesteps).to(x0).view(-1, 1, 1, 1) * direction
         if self.grad_clip is not None:
             clip = value_at(self.grad_clip, step)
             grad = grad.clamp(-clip, clip)
         target = (x0 - grad).detach()
         loss = 0.5 * F.mse_loss(x0, target, reduction="sum") / x0.shape[0]
         return {
-            "loss_sds": loss,
-            "sds_grad_norm": grad.norm().detach(),
+            f"loss_{estimator.name}": loss,
+            f"{estimator.name}_grad_norm": grad.norm().detach(),
             "timestep": timesteps.float().mean(),
+            **estimator.terms(self, x0.detach(), condition),
         }
 
-    def __call__(self, rgb: Tensor, condition: Condition, step: int) -> dict[str, Tensor]:
-        """SDS of images `rgb` [B, H, W, 3] in [0, 1] seen from `condition.cameras`: encode, then
-        `estimate`."""
-        return self.estimate(self.encode_images(rgb.permute(0, 3, 1, 2)), condition, step)
+    def __call__(self, rgb: Tensor, condition: Condition, step: int, estimator: ScoreEstimator | None = None) -> dict[str, Tensor]:
+        """Score distillation of images `rgb` [B, H, W, 3] in [0, 1] seen from
+        `condition.cameras`: encode, then `estimate` (SDS unless `estimator` says otherwise)."""
+        return self.estimate(self.encode_images(rgb.permute(0, 3, 1, 2)), condition, step, estimator)

@@ -54,7 +54,8 @@ def test_bad_input_is_named(tiny_pixel_prior, source, timesteps, named):
         sds_direction(_guidance(tiny_pixel_prior), "a yellow cone", source, timesteps, n_views=1)
 
 
-def test_script_prints_a_cosine_per_timestep_as_json(tiny_pixel_prior, capsys):
-    main(["--prior", str(tiny_pixel_prior), "--prompt", "a red cube", "--source", "sphere", "--timesteps", "0.3", "0.7", "--views", "2"])
+@pytest.mark.parametrize("estimator", ["sds", "ism"])
+def test_script_prints_a_cosine_per_timestep_as_json(tiny_pixel_prior, capsys, estimator):
+    main(["--prior", str(tiny_pixel_prior), "--prompt", "a red cube", "--source", "sphere", "--timesteps", "0.3", "0.7", "--views", "2", "--estimator", estimator])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert list(result) == ["0.3", "0.7"]

@@ -99,7 +99,7 @@ def test_fantasia3d_geometry_sees_normal_maps_and_appearance_trains_the_material
     guidance = system.slots["main"].guidance
     seen = []
     real_call = type(guidance).__call__
-    monkeypatch.setattr(type(guidance), "__call__", lambda self, images, condition, step: seen.append((images, condition.text)) or real_call(self, images, condition, step))
+    monkeypatch.setattr(type(guidance), "__call__", lambda self, images, condition, step, **options: seen.append((images, condition.text)) or real_call(self, images, condition, step, **options))
     batch = Batch(datamodule.training_batch(0))
     for index, expected_text, expected_optimizers in (
         (1, "a normal map of a red cube", {"representation.encoding", "representation"}),

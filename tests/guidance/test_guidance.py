@@ -8,6 +8,7 @@ from framework.cameras.distribution import OrbitDistribution
 from framework.guidance.condition import Condition
 from framework.guidance.cuda_graph import GraphedCall
 from framework.guidance.embedding_cache import EmbeddingCache
+from framework.guidance.estimators.sds import SCORE_DISTILLATION
 from framework.guidance.latent import LatentDiffusionGuidance
 from framework.guidance.pixel import PixelDiffusionGuidance
 from framework.guidance.vocabulary import unknown_words
@@ -53,8 +54,9 @@ def test_pixel_sds_gradient_matches_the_formula(tiny_pixel_prior):
         eps = guidance.guided_noise(noisy, t, condition)
     expected = (1 - a) * (eps - noise) * 2  # d(x0)/d(rgb) = 2
     torch.testing.assert_close(rgb.grad.permute(0, 3, 1, 2), expected, atol=1e-4, rtol=1e-4)
-    # `sds_gradient` is the same residual, before the chain rule through the encoding.
-    torch.testing.assert_close(guidance.sds_gradient(x0, t, noise, condition), expected / 2, atol=1e-5, rtol=1e-5)
+    # The SDS estimator's direction is the same residual, before w(t) and the chain rule.
+    direction = SCORE_DISTILLATION.direction(guidance, x0, t, noise, condition)
+    torch.testing.assert_close((1 - a) * direction, expected / 2, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("variant", ["pixel", "latent"])
