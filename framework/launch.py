@@ -48,6 +48,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image
 
 import framework.distributed  # noqa: F401  (registers trainer.strategy=ddp_unwrapped)
+from framework.guidance.estimators import build_estimator
 from framework.guidance.slot import GuidanceSlot, split_slot_config
 from framework.schedules import value_at
 from framework.stages import resolution_schedule
@@ -204,14 +205,29 @@ def apply_image_mode(cfg: DictConfig) -> None:
             cfg[key] = nodes[key]
 
 
+def check_estimators(cfg: DictConfig) -> None:
+    """Every estimator named by a slot (`guidance.estimator=...`) or a stage's slot override is
+    known and takes its options: built once, unbound, before any weights load."""
+    nodes = [cfg.get("guidance"), *(cfg.get("guidance_slots") or {}).values()]
+    specs = [node.get("estimator") for node in nodes if node is not None]
+    stages = cfg.system.get("stages") if cfg.get("system") is not None else None
+    for stage in (stages.values() if isinstance(stages, DictConfig) else []):
+        for overrides in ((stage or {}).get("slots") or {}).values():
+            specs.append((overrides or {}).get("estimator"))
+    for spec in specs:
+        if isinstance(spec, str) or (isinstance(spec, DictConfig) and "_target_" not in spec):
+            build_estimator(OmegaConf.to_container(spec) if isinstance(spec, DictConfig) else spec)
+
+
 def preflight(cfg: DictConfig) -> Start:
     """The experiment's image mode (`apply_image_mode`), then every check that needs no weights,
     before any load: prompt, image, settings (a whole-number seed, finite numbers everywhere),
-    backend, the checkpoint to start from."""
+    estimators, backend, the checkpoint to start from."""
     apply_image_mode(cfg)
     check_prompt(cfg.prompt, cfg.get("image"))
     check_image(cfg.get("image"))
     check_settings(cfg)
+    check_estimators(cfg)
     device = job_device(resolve_backend(cfg.backend), cfg.get("gpu_per_job", False))
     return Start(device, start_checkpoint(cfg))
 

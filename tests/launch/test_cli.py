@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from framework.launch import check_estimators
+from tests.helpers import compose_config
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -86,6 +89,7 @@ def test_more_bad_inputs_each_give_exactly_one_line_naming_the_value(tmp_path):
         ([f"init_from={tmp_path}/missing.ckpt"], f"init_from='{tmp_path}/missing.ckpt': no such checkpoint file"),
         ([f"init_from={garbage}"], f"checkpoint '{garbage}' is not a checkpoint (not a file torch.save wrote)"),
         ([f"image={not_an_image}"], f"image='{not_an_image}' is not a readable image file (UnidentifiedImageError)"),
+        (["guidance.estimator=sdss"], "estimator='sdss': expected one of ['csd', 'ism', 'nfsd', 'sds', 'vsd']"),
     ]
 
     def attempt(case: tuple[int, tuple[list[str], str]]) -> str | None:
@@ -139,3 +143,17 @@ def test_bad_input_is_refused_before_anything_loads_and_leaves_no_folder(tmp_pat
     with ThreadPoolExecutor(max_workers=2) as pool:
         failures = [failure for failure in pool.map(attempt, enumerate(cases)) if failure]
     assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["experiment=dreamfusion", "guidance.estimator={name:ism,interval:2.0}"], "interval=2.0"),
+        (["experiment=dreamfusion", "guidance.estimator={name:vsd,lora_rnk:8}"], "lora_rnk"),
+        (["experiment=prolificdreamer", "system.stages.geometry.slots.main.estimator=nfds"], "estimator='nfds'"),
+    ],
+)
+def test_a_bad_estimator_of_a_slot_or_a_stage_is_refused_before_weights_load(overrides, expected):
+    with pytest.raises(ValueError, match=expected.replace("[", r"\[")):
+        check_estimators(compose_config(["prompt=a red cube", *overrides]))
+    check_estimators(compose_config(["prompt=a red cube", overrides[0]]))  # the experiment's own are fine
