@@ -161,3 +161,29 @@ def test_a_named_estimator_is_built_once_per_slot_across_stage_variants(tiny_pix
 def test_a_bad_estimator_is_one_line_naming_it(spec, message):
     with pytest.raises(ValueError, match=message):
         build_estimator(spec)
+
+
+@pytest.mark.parametrize("name", ["vsd", "ism", "nfsd"])
+@pytest.mark.parametrize("family", ["novel_view", "multi_view"])
+def test_estimators_run_on_camera_conditioned_priors(name, family, tiny_novel_view_prior, tiny_multi_view_prior):
+    """Zero-1-to-3's image + pose and MVDream's view groups: VSD's LoRA and camera embedding sit
+    beside their own conditioning; NFSD on a prior that reads no text uses eps_0 as delta_D."""
+    from framework.cameras.batch import ReferenceView
+    from framework.guidance.multi_view import MultiViewPixelGuidance
+    from framework.guidance.novel_view import NovelViewGuidance
+
+    if family == "novel_view":
+        guidance = NovelViewGuidance(str(tiny_novel_view_prior), guidance_scale=3.0, device="cpu", embedding_cache_dir=None)
+        reference = ReferenceView(torch.rand(1, 32, 32, 3), torch.ones(1, 32, 32, 1), OrbitDistribution().sample(1, 32, torch.Generator().manual_seed(3)))
+        condition = Condition(OrbitDistribution().sample(2, 32, torch.Generator().manual_seed(0)), None, reference)
+    else:
+        guidance = MultiViewPixelGuidance(str(tiny_multi_view_prior), num_views=2, guidance_scale=5.0, device="cpu", embedding_cache_dir=None)
+        condition = Condition(OrbitDistribution().sample_groups(1, 2, 32, torch.Generator().manual_seed(0)), "a red cube")
+    slot = GuidanceSlot("main", guidance, estimator=name)
+    rgb = torch.rand(2, 32, 32, 3, requires_grad=True)
+    out = slot(rgb, condition, 0)
+    sum(value for key, value in out.items() if key.startswith("loss_")).backward()
+    assert torch.isfinite(rgb.grad).all() and rgb.grad.abs().sum() > 0
+    if name == "vsd":
+        camera = slot.trainable_modules()["camera_embedding"]
+        assert all(p.grad is not None for p in camera.parameters())
