@@ -15,7 +15,6 @@ from framework.guidance.estimators.csd import ClassifierScoreDistillation
 from framework.guidance.estimators.ism import IntervalScoreMatching
 from framework.guidance.estimators.nfsd import NoiseFreeScoreDistillation
 from framework.guidance.estimators.sds import SCORE_DISTILLATION
-from framework.guidance.estimators.vsd import VariationalScoreDistillation
 from framework.guidance.latent import LatentDiffusionGuidance
 from framework.guidance.pixel import PixelDiffusionGuidance
 from framework.guidance.slot import GuidanceSlot

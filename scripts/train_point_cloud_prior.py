@@ -1,0 +1,133 @@
+"""Train the bundled point-cloud prior (GSGEN's 3D prior: Point-E's denoiser) on the procedural world.
+
+    python scripts/train_point_cloud_prior.py --work-dir outputs/point_cloud_prior --steps 4000 --seed 0 [--device cuda --batch-size 64]
+
+Each step draws fresh surface clouds of random (colour, object) captions; captions are dropped to
+the zero embedding with --caption-dropout for classifier-free guidance. Checkpoints go to
+WORK_DIR/checkpoint.pt (atomically, every --checkpoint-every steps and when the run stops);
+running the same command again resumes exactly where it stopped. When the last step is done the
+EMA weights are written to --export-dir (`bundled.prior.point_cloud_model` describes the layout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bundled.prior.point_cloud_model import CONVENTION, POINT_CLOUD_PRIOR_DIR, PointCloudPriorArchitecture, build_point_cloud_model, build_text_encoder  # noqa: E402
+from bundled.prior.point_cloud_training import code_version, draw_batch, epsilon_loss, utc_now  # noqa: E402
+from bundled.prior.training import TrainingRun, cosine_learning_rate  # noqa: E402
+from framework.guidance.point_cloud_prior import save_point_cloud_prior  # noqa: E402
+from framework.guidance.point_e import point_e_scheduler  # noqa: E402
+from framework.utils.devices import default_device  # noqa: E402
+
+_DEFAULT = PointCloudPriorArchitecture()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work-dir", type=Path, default=Path("outputs/point_cloud_prior"))
+    parser.add_argument("--export-dir", type=Path, default=POINT_CLOUD_PRIOR_DIR)
+    parser.add_argument("--steps", type=int, default=4000)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--warmup-steps", type=int, default=100)
+    parser.add_argument("--ema-decay", type=float, default=0.998)
+    parser.add_argument("--caption-dropout", type=float, default=0.1, help="share of captions replaced by the zero embedding")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
+    parser.add_argument("--stop-at-step", type=int, default=None, help="checkpoint and stop early (train in chunks); rerun to go on")
+    parser.add_argument("--time-limit-minutes", type=float, default=None, help="checkpoint and stop after this long; rerun to go on")
+    parser.add_argument("--export-only", action="store_true", help="write the EMA weights of the checkpoint and stop")
+    parser.add_argument("--device", default=str(default_device()))
+    parser.add_argument("--width", type=int, default=_DEFAULT.width)
+    parser.add_argument("--layers", type=int, default=_DEFAULT.layers)
+    parser.add_argument("--heads", type=int, default=_DEFAULT.heads)
+    parser.add_argument("--text-dim", type=int, default=_DEFAULT.text_dim)
+    parser.add_argument("--points", type=int, default=_DEFAULT.points, help="points per training cloud (the model's n_ctx)")
+    args = parser.parse_args(argv)
+    for flag in ("steps", "batch_size", "checkpoint_every", "width", "layers", "heads", "text_dim", "points"):
+        if getattr(args, flag) <= 0:
+            parser.error(f"--{flag.replace('_', '-')}={getattr(args, flag)} must be positive")
+    if args.width % args.heads:
+        parser.error(f"--width={args.width} must be a multiple of --heads={args.heads}")
+    if not 0.0 <= args.caption_dropout < 1.0:
+        parser.error(f"--caption-dropout={args.caption_dropout} must be in [0, 1)")
+    if args.lr < 0 or args.warmup_steps < 0 or not 0.0 <= args.ema_decay < 1.0:
+        parser.error(f"--lr={args.lr} and --warmup-steps={args.warmup_steps} must be >= 0 and --ema-decay={args.ema_decay} in [0, 1)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+    device = torch.device(args.device)
+    arch = PointCloudPriorArchitecture(width=args.width, layers=args.layers, heads=args.heads, text_dim=args.text_dim, points=args.points)
+    model, text_encoder = build_point_cloud_model(arch).to(device), build_text_encoder(arch).to(device)
+    optimizer = torch.optim.AdamW([*model.parameters(), *text_encoder.parameters()], lr=args.lr, weight_decay=0.01)
+    generator = torch.Generator().manual_seed(args.seed + 1)
+    state = TrainingRun(args.work_dir / "checkpoint.pt", {"model": model, "text_encoder": text_encoder}, optimizer, generator, vars(arch))
+    state.restore(device)
+    command = "python scripts/train_point_cloud_prior.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if not args.export_only and state.history[-1:] != [command]:
+        state.history.append(command)
+    if args.export_only and state.history:
+        command = state.history[-1]  # the weights are credited to the run that trained them
+
+    def export() -> None:
+        provenance = {
+            "command": command,
+            "history": state.history,
+            "seed": args.seed,
+            "steps": state.step,
+            "batch_size": args.batch_size,
+            "caption_dropout": args.caption_dropout,
+            "architecture": vars(arch),
+            "device": str(device),
+            "date": utc_now(),
+            **code_version(),
+        }
+        with state.ema_weights():
+            save_point_cloud_prior(args.export_dir, model, text_encoder, CONVENTION, provenance)
+        print(f"exported the EMA weights at step {state.step} to {args.export_dir}")
+
+    if args.export_only:
+        if state.step == 0:
+            raise SystemExit(f"--export-only: no checkpoint at {state.path}")
+        export()
+        return
+
+    scheduler = point_e_scheduler()
+    started = time.monotonic()
+    stop = min(args.steps, args.stop_at_step) if args.stop_at_step is not None else args.steps
+    bar = tqdm(total=args.steps, initial=state.step, desc="training point prior", unit="step")
+    while state.step < stop:
+        if args.time_limit_minutes is not None and time.monotonic() - started > 60 * args.time_limit_minutes:
+            state.save()
+            print(f"time limit reached: stopped at step {state.step}")
+            break
+        clean, captions = draw_batch(args.batch_size, args.points, generator, args.caption_dropout)
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_learning_rate(state.step, args.lr, args.warmup_steps, args.steps)
+        loss = epsilon_loss(model, text_encoder, scheduler, clean.to(device), captions, generator)
+        state.optimise(loss, args.ema_decay)
+        bar.update(1)
+        if state.step % 10 == 0:  # reading the loss waits for the GPU: not every step
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        if state.step % args.checkpoint_every == 0 or state.step == stop:
+            state.save()
+    bar.close()
+    if state.step == args.steps:
+        export()
+
+
+if __name__ == "__main__":
+    main()
