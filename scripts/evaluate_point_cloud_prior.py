@@ -21,7 +21,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bundled.evaluation.point_cloud_prior import evaluate_point_cloud_prior, sample_point_clouds  # noqa: E402
+from bundled.evaluation.point_cloud_prior import evaluate_point_cloud_prior  # noqa: E402
+from framework.guidance.point_cloud_sampling import sample_point_clouds  # noqa: E402
 from bundled.prior.point_cloud_model import POINT_CLOUD_PRIOR_DIR  # noqa: E402
 from framework.guidance.point_cloud_prior import load_point_cloud_prior  # noqa: E402
 from bundled.world.objects import COLOURS, OBJECTS  # noqa: E402

@@ -146,3 +146,17 @@ def tiny_multi_view_prior(tmp_path_factory: pytest.TempPathFactory, tiny_pixel_p
     tokenizer = build_tokenizer()
     save_prior(folder, unet, load_prior(tiny_pixel_prior).text_encoder, tokenizer, build_scheduler(), {"test": True}, class_name="BundledMultiViewPrior")
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_point_cloud_prior(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled point-cloud prior's folder layout (Point-E's keys, bag-of-words text), random
+    weights: 16 wide, one layer, 64 points."""
+    from bundled.prior.point_cloud_model import CONVENTION, PointCloudPriorArchitecture, build_point_cloud_model, build_text_encoder
+    from framework.guidance.point_cloud_prior import save_point_cloud_prior
+
+    torch.manual_seed(0)
+    arch = PointCloudPriorArchitecture(width=16, layers=1, heads=2, text_dim=8, points=64)
+    folder = tmp_path_factory.mktemp("tiny_point_cloud_prior") / "prior"
+    save_point_cloud_prior(folder, build_point_cloud_model(arch), build_text_encoder(arch), CONVENTION, {"test": True})
+    return folder

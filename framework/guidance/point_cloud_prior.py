@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -27,6 +27,13 @@ from framework.utils.atomic import atomic_directory
 CONVENTION_KEYS = ("channel_scales", "channel_biases", "clip_bounds")
 
 
+class TextVectorEncoder(Protocol):
+    """Prompts -> unit-norm text vectors [B, D], zeros for "" (Point-E's unconditional input):
+    the bundled bag-of-words encoder, or CLIP's projected text feature."""
+
+    def encode(self, prompts: list[str]) -> Tensor: ...
+
+
 @dataclass
 class PointCloudPrior:
     """A loaded point prior, float32, in eval mode, with its model-space convention.
@@ -36,7 +43,7 @@ class PointCloudPrior:
     """
 
     model: PointETransformer
-    text_encoder: BagOfWordsTextEncoder
+    text_encoder: TextVectorEncoder
     scales: Tensor
     biases: Tensor
     bounds: Tensor
@@ -108,3 +115,25 @@ def load_point_cloud_prior(folder: str | Path, device: str | torch.device = "cpu
     provenance = json.loads(provenance_path.read_text()) if provenance_path.is_file() else {}
     convention = [torch.tensor(config[key], dtype=torch.float32) for key in CONVENTION_KEYS]
     return PointCloudPrior(model.to(device).eval(), text_encoder.to(device).eval(), *convention, provenance)
+
+
+def load_point_cloud_model(pretrained: str | Path, clip_model: str | None = None, device: str | torch.device = "cpu") -> PointCloudPrior:
+    """A point prior from a folder in this layout, or from a Point-E checkpoint file (`.pt` or
+    `.safetensors`, Point-E's key names) with the CLIP text encoder `clip_model` and Point-E's own
+    convention (rgb 0..255, every channel clipped to [-1, 1])."""
+    from framework.guidance import point_e
+    from framework.guidance.clip_text_vectors import ClipTextVectors
+
+    path = Path(pretrained)
+    if path.is_dir():
+        return load_point_cloud_prior(path, device)
+    if not path.is_file():
+        raise FileNotFoundError(f"point prior {str(pretrained)!r}: neither a prior folder nor a Point-E checkpoint file")
+    if clip_model is None:
+        raise ValueError(f"point prior {str(pretrained)!r} is a Point-E checkpoint: it needs clip_model=<CLIP ViT-L/14 folder or hub id>")
+    model = load_point_e(path)
+    text = ClipTextVectors(clip_model)
+    if text.model.config.projection_dim != model.config.clip_dim:
+        raise ValueError(f"clip_model={clip_model!r} gives {text.model.config.projection_dim}-wide text features; {path} reads {model.config.clip_dim}")
+    convention = [torch.tensor(values, dtype=torch.float32) for values in (point_e.CHANNEL_SCALES, point_e.CHANNEL_BIASES, (1.0,) * 6)]
+    return PointCloudPrior(model.to(device).eval(), text.to(device), *convention, {"checkpoint": str(path), "clip_model": clip_model})

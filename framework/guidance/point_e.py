@@ -186,8 +186,26 @@ def point_e_scheduler() -> DDPMScheduler:
     )
 
 
+def config_from_state(state: dict[str, torch.Tensor]) -> PointEConfig:
+    """The sizes of a Point-E state dict, read from its shapes. The head count leaves no trace in
+    them: Point-E's models all use 64 channels a head (base40M: 512 / 8)."""
+    if "input_proj.weight" not in state:
+        return PointEConfig()  # not Point-E's layout: the strict load below names what is missing
+    width, input_channels = state["input_proj.weight"].shape
+    layers = len({key.split(".")[2] for key in state if key.startswith("backbone.resblocks.")})
+    return PointEConfig(
+        input_channels=input_channels,
+        output_channels=state["output_proj.weight"].shape[0],
+        width=width,
+        layers=layers,
+        heads=max(1, width // 64),
+        clip_dim=state["clip_embed.weight"].shape[1],
+    )
+
+
 def load_point_e(path: str | Path, config: PointEConfig | None = None) -> PointETransformer:
-    """A Point-E denoiser with the weights of a `.pt` (read with `weights_only=True`) or `.safetensors` state dict.
+    """A Point-E denoiser with the weights of a `.pt` (read with `weights_only=True`) or
+    `.safetensors` state dict; `config` None: read from the weights' shapes.
 
     Raises:
         ValueError: the file's keys or shapes do not fit the config (one line, naming the file).
@@ -197,7 +215,7 @@ def load_point_e(path: str | Path, config: PointEConfig | None = None) -> PointE
         state = load_file(str(path))
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    model = PointETransformer(config)
+    model = PointETransformer(config or config_from_state(state))
     expected = model.state_dict()
     missing = [key for key in expected if key not in state]
     unexpected = [key for key in state if key not in expected]

@@ -348,6 +348,11 @@ class GaussianModel(nn.Module):
         """View-independent (DC) colours [N, 3] in [0, 1], for exports."""
         return (0.5 + SH_C0 * self.params["sh0"][:, 0]).clamp(0.0, 1.0)
 
+    @property
+    def point_cloud(self) -> Tensor:
+        """Centres and DC colours [N, 6]: what a point-cloud prior scores (GSGEN's 3D slot)."""
+        return torch.cat([self.means, self.rgb], dim=-1)
+
     def _rotations_and_variances(self) -> tuple[Tensor, Tensor]:
         """R [N, 3, 3] and the variances along the Gaussians' axes, diag(S)^2 [N, 3]."""
         return quat_to_rotmat(self.quats), self.scales.square()

@@ -16,7 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import evaluate_point_cloud_prior as evaluate_script  # noqa: E402
 import train_point_cloud_prior  # noqa: E402
 
-from bundled.evaluation.point_cloud_prior import chamfer_distance, evaluate_point_cloud_prior, sample_point_clouds  # noqa: E402
+from bundled.evaluation.point_cloud_prior import chamfer_distance, evaluate_point_cloud_prior  # noqa: E402
+from framework.guidance.point_cloud_sampling import sample_point_clouds  # noqa: E402
 from bundled.prior.point_cloud_model import CHANNEL_BIASES, CHANNEL_SCALES, CONVENTION, PointCloudPriorArchitecture, build_point_cloud_model, build_text_encoder  # noqa: E402
 from framework.guidance.point_cloud_prior import from_model_space, load_point_cloud_prior, save_point_cloud_prior, to_model_space  # noqa: E402
 from bundled.prior.point_cloud_training import PAIRS, draw_batch, epsilon_loss  # noqa: E402

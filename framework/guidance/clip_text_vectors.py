@@ -1,0 +1,31 @@
+"""CLIP's text feature as Point-E reads it: the projected end-of-text embedding, L2-normalised,
+with zeros for "" (Point-E's unconditional input is the zero vector, not CLIP's empty prompt)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from transformers import AutoTokenizer, CLIPTextModelWithProjection
+
+from framework.guidance.sds import load_component
+
+
+class ClipTextVectors(nn.Module):
+    """Args:
+    pretrained: a hub id or local folder with `text_encoder/` and `tokenizer/` subfolders (for
+        Point-E: CLIP ViT-L/14, e.g. a folder holding openai/clip-vit-large-patch14's text half).
+    """
+
+    def __init__(self, pretrained: str) -> None:
+        super().__init__()
+        self.tokenizer = load_component(AutoTokenizer, pretrained, "tokenizer")
+        self.model = load_component(CLIPTextModelWithProjection, pretrained, "text_encoder").requires_grad_(False).eval()
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str]) -> Tensor:
+        device = self.model.text_projection.weight.device
+        tokens = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=self.tokenizer.model_max_length, return_tensors="pt")
+        features = self.model(tokens.input_ids.to(device)).text_embeds.float()
+        features = features / features.norm(dim=-1, keepdim=True)
+        empty = torch.tensor([not prompt.strip() for prompt in prompts], device=device)
+        return torch.where(empty[:, None], torch.zeros_like(features), features)
