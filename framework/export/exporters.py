@@ -78,19 +78,24 @@ class TexturedMeshFiles:
 
     Args:
         export_dir: the run's `export/` folder.
-        representation: the name of the `TexturedMesh`.
+        representation: the name of the `TexturedMesh`, or of what `convert` makes one of.
         light: the light its texture was made under; None means the texture holds lit colours
             (a prior with an unknown light), so the GLB is marked unlit for viewers.
+        convert: a conversion (e.g. `GaussiansToTexturedMesh`) run on `representation` as the
+            last stage renders it, for a method whose stages never make a mesh (GSGEN).
     """
 
-    def __init__(self, export_dir: str | Path, representation: str = "mesh", light: CameraLight | None = None) -> None:
+    def __init__(self, export_dir: str | Path, representation: str = "mesh", light: CameraLight | None = None, convert: Any = None) -> None:
         self.export_dir = Path(export_dir)
         self.representation = representation
         self.light = light
+        self.convert = convert
 
     @torch.no_grad()
     def __call__(self, system: Any) -> list[Path]:
         mesh = system.representation_named(self.representation)
+        if self.convert is not None:
+            mesh = self.convert(mesh, lambda cameras: system.render(cameras, training=False))
         paths = write_textured_mesh(self.export_dir, mesh.positions(), mesh.faces, mesh.uv, mesh.albedo(), unlit=self.light is None)
         return list(paths.values())
 

@@ -12,14 +12,16 @@ from framework.guidance.sds import load_component
 
 class ClipTextVectors(nn.Module):
     """Args:
-    pretrained: a hub id or local folder with `text_encoder/` and `tokenizer/` subfolders (for
-        Point-E: CLIP ViT-L/14, e.g. a folder holding openai/clip-vit-large-patch14's text half).
+    pretrained: a CLIP model's hub id or local folder (for Point-E: openai/clip-vit-large-patch14).
+    subfolder: where the text model and the tokenizer sit in it ("": the root, as in CLIP's own
+        repositories; "text_encoder" and "tokenizer" in a diffusers pipeline's are two subfolders,
+        so give the pipeline's text_encoder folder there).
     """
 
-    def __init__(self, pretrained: str) -> None:
+    def __init__(self, pretrained: str, subfolder: str = "") -> None:
         super().__init__()
-        self.tokenizer = load_component(AutoTokenizer, pretrained, "tokenizer")
-        self.model = load_component(CLIPTextModelWithProjection, pretrained, "text_encoder").requires_grad_(False).eval()
+        self.tokenizer = load_component(AutoTokenizer, pretrained, subfolder)
+        self.model = load_component(CLIPTextModelWithProjection, pretrained, subfolder).requires_grad_(False).eval()
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> Tensor:

@@ -83,8 +83,8 @@ def test_a_point_e_checkpoint_loads_with_a_clip_text_encoder(tmp_path):
     clip = CLIPTextModelWithProjection(
         CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=16, projection_dim=8, pad_token_id=0, bos_token_id=1, eos_token_id=1)
     )
-    clip.save_pretrained(tmp_path / "clip" / "text_encoder")
-    tokenizer.save_pretrained(tmp_path / "clip" / "tokenizer")
+    clip.save_pretrained(tmp_path / "clip")  # CLIP's own repository layout: model and tokenizer at the root
+    tokenizer.save_pretrained(tmp_path / "clip")
     with pytest.raises(ValueError, match="needs clip_model="):
         PointCloudGuidance(str(checkpoint), device="cpu")
     guidance = PointCloudGuidance(str(checkpoint), clip_model=str(tmp_path / "clip"), n_points=64, device="cpu")

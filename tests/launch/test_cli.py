@@ -32,7 +32,7 @@ def test_help_starts_with_a_usage_line_naming_prompt_and_the_experiments(tmp_pat
     result = _launch("--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     usage = result.stdout.splitlines()[:4]
-    assert usage[0].startswith("usage: python -m framework.launch experiment=<dreamfusion|dreamgaussian|fantasia3d|magic3d|mvdream|prolificdreamer|zero123> prompt=")
+    assert usage[0].startswith("usage: python -m framework.launch experiment=<dreamfusion|dreamgaussian|fantasia3d|gsgen|magic3d|mvdream|prolificdreamer|zero123> prompt=")
     assert any("experiment=zero123 image=<file>" in line for line in usage)
     assert any(line.startswith("prompt= is required") for line in usage)
 
