@@ -96,3 +96,15 @@ def test_tiny_prolificdreamer_run_resumes_exactly_across_both_switches(tmp_path,
         assert resumed["state_dict"].keys() == expected["state_dict"].keys()
         for key, value in expected["state_dict"].items():
             torch.testing.assert_close(resumed["state_dict"][key], value, rtol=0, atol=0, msg=f"stop {stop}: {key}")
+
+
+def test_vsd_runs_on_a_stable_diffusion_shaped_prior_at_the_papers_cfg(tmp_path, tiny_pixel_prior, tiny_latent_prior):
+    """guidance=stable_diffusion: the LoRA and camera embedding sit on SD's UNet (VAE latents)."""
+    overrides = _overrides(tmp_path, tiny_pixel_prior) + ["guidance=stable_diffusion", f"guidance.pretrained={tiny_latent_prior}", "guidance.resolution=32", "guidance.guidance_scale=7.5"]
+    system, datamodule = build_system(compose_config(overrides), torch.device("cpu"))
+    assert isinstance(system.active_slots()["main"].estimator, VariationalScoreDistillation)
+    batch = Batch(datamodule.training_batch(0))
+    losses = system.compute_losses(system.render(batch.cameras, training=True), batch, 0)
+    losses["loss"].backward()
+    lora = system.guidance_parts["main"]["lora"]
+    assert torch.isfinite(losses["loss_main_vsd"]) and any(p.grad is not None and p.grad.abs().sum() > 0 for p in lora.parameters())
