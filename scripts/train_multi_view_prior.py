@@ -173,10 +173,7 @@ def main(argv: list[str] | None = None) -> None:
             state.history += _source_history(args.init_from) + [f"(fine-tuned further from the multi-view prior at {project_relative(args.init_from)})"]
         else:
             state.history.append(f"(inflated from the text prior at {project_relative(args.init_from)})")
-    if not args.export_only and state.history[-1:] != [command]:
-        state.history.append(command)
-    if args.export_only and state.history:
-        command = state.history[-1]  # the weights are credited to the run that trained them
+    command = state.credit(command, args.export_only)
 
     def export() -> None:
         provenance = {"command": command, "history": state.history, "seed": args.seed, "steps": state.step, "batch_size": args.batch_size, "multi_view_share": args.multi_view_share, "sets": args.sets, "num_views": NUM_VIEWS, "architecture": vars(arch), "device": str(device)}

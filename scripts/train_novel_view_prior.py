@@ -130,10 +130,7 @@ def main(argv: list[str] | None = None) -> None:
             state.history.append(f"(image encoder pretrained as a classifier for {args.encoder_pretrain_steps} steps: validation {scores})")
             print(state.history[-1])
         state.ema = [p.detach().clone() for p in state.params]
-    if not args.export_only and state.history[-1:] != [command]:
-        state.history.append(command)
-    if args.export_only and state.history:
-        command = state.history[-1]  # the weights are credited to the run that trained them
+    command = state.credit(command, args.export_only)
 
     def export() -> None:
         provenance = {

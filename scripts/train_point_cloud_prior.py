@@ -77,10 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     state = TrainingRun(args.work_dir / "checkpoint.pt", {"model": model, "text_encoder": text_encoder}, optimizer, generator, vars(arch))
     state.restore(device)
     command = "python scripts/train_point_cloud_prior.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    if not args.export_only and state.history[-1:] != [command]:
-        state.history.append(command)
-    if args.export_only and state.history:
-        command = state.history[-1]  # the weights are credited to the run that trained them
+    command = state.credit(command, args.export_only)
 
     def export() -> None:
         provenance = {

@@ -18,6 +18,22 @@ def compose_config(overrides: list[str]) -> DictConfig:
         return compose(config_name="config", overrides=overrides)
 
 
+def tiny_run_settings() -> list[str]:
+    """What every tiny end-to-end run sets: logging and checkpoints every step, 32 px evaluation
+    renders, two validation views, a four-frame turntable, no progress bar."""
+    return [
+        "trainer.val_check_interval=2",
+        "trainer.log_every_n_steps=1",
+        "trainer.enable_progress_bar=false",
+        "logger=csv",
+        "camera.eval_resolution=32",
+        "camera.n_validation_views=2",
+        "camera.n_turntable_frames=4",
+        "callbacks.checkpoint.every_n_train_steps=1",
+        "~callbacks.progress",
+    ]
+
+
 def tiny_overrides(run_dir: Path, prior: Path, max_steps: int = 4) -> list[str]:
     """A DreamFusion run small enough for a unit test (32 px, 16 samples per ray, 16^2 triplane)."""
     return [

@@ -52,6 +52,16 @@ class TrainingRun:
         self.step = 0
         self.history: list[str] = []
 
+    def credit(self, command: str, export_only: bool) -> str:
+        """The command the weights are credited to: this one, added to the history when it trains
+        (once: a rerun that resumes is the same command), or, for an export alone, the last
+        command that trained them."""
+        if not export_only and self.history[-1:] != [command]:
+            self.history.append(command)
+        if export_only and self.history:
+            return self.history[-1]
+        return command
+
     def restore(self, device: torch.device) -> bool:
         """Load the checkpoint if there is one; True if it did."""
         if not self.path.exists():

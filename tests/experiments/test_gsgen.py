@@ -14,7 +14,7 @@ from framework.cameras.batch import Batch
 from framework.launch import build_system, run
 from framework.representations.gaussians import GaussianModel
 from framework.utils.checkpoint_io import load_checkpoint_file
-from tests.helpers import compose_config
+from tests.helpers import compose_config, tiny_run_settings
 
 GEOMETRY, APPEARANCE = 3, 2
 
@@ -26,6 +26,7 @@ def _overrides(run_dir: Path, prior: Path, points: Path, max_steps: int | None =
         f"run_dir={run_dir}",
         f"guidance.pretrained={prior}",
         "guidance.embedding_cache_dir=null",
+        *tiny_run_settings(),
         f"guidance_slots.points.pretrained={points}",
         "guidance_slots.points.n_points=32",
         "system.stages.geometry.convert.steps=4",
@@ -34,22 +35,13 @@ def _overrides(run_dir: Path, prior: Path, points: Path, max_steps: int | None =
         "densification.refine_start_iter=1",
         "densification.refine_every=2",
         "densification.grow_grad2d=1e-7",
-        "trainer.val_check_interval=2",
-        "trainer.log_every_n_steps=1",
-        "trainer.enable_progress_bar=false",
-        "logger=csv",
         "camera.resolution=32",
-        "camera.eval_resolution=32",
-        "camera.n_validation_views=2",
-        "camera.n_turntable_frames=4",
         "callbacks.export.exporters.mesh.convert.grid_resolution=32",
         "callbacks.export.exporters.mesh.convert.density_threshold=0.3",  # the untrained prior scatters its points through the whole ball
         "callbacks.export.exporters.mesh.convert.target_faces=500",
         "callbacks.export.exporters.mesh.convert.texture_size=64",
         "callbacks.export.exporters.mesh.convert.bake_resolution=32",
         "callbacks.export.exporters.mesh.convert.bake_views_per_ring=4",
-        "callbacks.checkpoint.every_n_train_steps=1",
-        "~callbacks.progress",
     ]
     return overrides + ([f"trainer.max_steps={max_steps}"] if max_steps is not None else [])
 

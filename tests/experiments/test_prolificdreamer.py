@@ -15,7 +15,7 @@ from framework.guidance.estimators.sds import ScoreDistillationSampling
 from framework.guidance.estimators.vsd import VariationalScoreDistillation
 from framework.launch import build_system, run
 from framework.utils.checkpoint_io import load_checkpoint_file
-from tests.helpers import compose_config
+from tests.helpers import compose_config, tiny_run_settings
 
 NERF, GEOMETRY, TEXTURE = 2, 2, 2
 
@@ -27,17 +27,11 @@ def _overrides(run_dir: Path, prior: Path, max_steps: int | None = None) -> list
         f"run_dir={run_dir}",
         f"guidance.pretrained={prior}",
         "guidance.embedding_cache_dir=null",
+        *tiny_run_settings(),
         f"system.stages.nerf.steps={NERF}",
         f"system.stages.geometry.steps={GEOMETRY}",
         f"system.stages.texture.steps={TEXTURE}",
-        "trainer.val_check_interval=2",
-        "trainer.log_every_n_steps=1",
-        "trainer.enable_progress_bar=false",
-        "logger=csv",
         f"camera.resolution=[[0,32],[{NERF},48]]",
-        "camera.eval_resolution=32",
-        "camera.n_validation_views=2",
-        "camera.n_turntable_frames=4",
         "renderer.n_samples=16",
         "renderer.occupancy.resolution=16",
         "renderer.occupancy.update_every=2",
@@ -49,8 +43,6 @@ def _overrides(run_dir: Path, prior: Path, max_steps: int | None = None) -> list
         "system.stages.geometry.convert.dmtet.resolution=8",
         "callbacks.export.exporters.coarse.resolution=32",
         "++callbacks.export.exporters.mesh.texture_size=64",
-        "callbacks.checkpoint.every_n_train_steps=1",
-        "~callbacks.progress",
     ]
     return overrides + ([f"trainer.max_steps={max_steps}"] if max_steps is not None else [])
 
