@@ -22,7 +22,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bundled.prior.point_cloud_model import CONVENTION, POINT_CLOUD_PRIOR_DIR, PointCloudPriorArchitecture, build_point_cloud_model, build_text_encoder  # noqa: E402
-from bundled.prior.point_cloud_training import code_version, draw_batch, epsilon_loss, utc_now  # noqa: E402
+from bundled.prior.point_cloud_training import LOSS_WEIGHTINGS, code_version, draw_batch, epsilon_loss, utc_now  # noqa: E402
 from bundled.prior.training import TrainingRun, cosine_learning_rate  # noqa: E402
 from framework.guidance.point_cloud_prior import save_point_cloud_prior  # noqa: E402
 from framework.guidance.point_e import point_e_scheduler  # noqa: E402
@@ -41,6 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup-steps", type=int, default=100)
     parser.add_argument("--ema-decay", type=float, default=0.998)
     parser.add_argument("--caption-dropout", type=float, default=0.1, help="share of captions replaced by the zero embedding")
+    parser.add_argument("--loss-weighting", choices=LOSS_WEIGHTINGS, default="x0", help="x0: the epsilon error weighted by 1/SNR (capped), which makes the caption count; epsilon: uniform, as Point-E")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
     parser.add_argument("--stop-at-step", type=int, default=None, help="checkpoint and stop early (train in chunks); rerun to go on")
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
             "steps": state.step,
             "batch_size": args.batch_size,
             "caption_dropout": args.caption_dropout,
+            "loss_weighting": args.loss_weighting,
             "architecture": vars(arch),
             "device": str(device),
             "date": utc_now(),
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         clean, captions = draw_batch(args.batch_size, args.points, generator, args.caption_dropout)
         for group in optimizer.param_groups:
             group["lr"] = cosine_learning_rate(state.step, args.lr, args.warmup_steps, args.steps)
-        loss = epsilon_loss(model, text_encoder, scheduler, clean.to(device), captions, generator)
+        loss = epsilon_loss(model, text_encoder, scheduler, clean.to(device), captions, generator, args.loss_weighting)
         state.optimise(loss, args.ema_decay)
         bar.update(1)
         if state.step % 10 == 0:  # reading the loss waits for the GPU: not every step

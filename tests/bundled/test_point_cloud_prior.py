@@ -20,7 +20,7 @@ from bundled.evaluation.point_cloud_prior import chamfer_distance, evaluate_poin
 from framework.guidance.point_cloud_sampling import sample_point_clouds  # noqa: E402
 from bundled.prior.point_cloud_model import CHANNEL_BIASES, CHANNEL_SCALES, CONVENTION, PointCloudPriorArchitecture, build_point_cloud_model, build_text_encoder  # noqa: E402
 from framework.guidance.point_cloud_prior import from_model_space, load_point_cloud_prior, save_point_cloud_prior, to_model_space  # noqa: E402
-from bundled.prior.point_cloud_training import PAIRS, draw_batch, epsilon_loss  # noqa: E402
+from bundled.prior.point_cloud_training import PAIRS, X0_WEIGHT_CAP, draw_batch, epsilon_loss  # noqa: E402
 from bundled.world.objects import COLOURS, OBJECTS, caption, parse_prompt  # noqa: E402
 from bundled.world.point_clouds import surface_points  # noqa: E402
 from framework.guidance.point_e import point_e_scheduler  # noqa: E402
@@ -107,6 +107,28 @@ def test_a_saved_prior_loads_with_identical_outputs(tmp_path):
     (tmp_path / "prior/text_encoder.json").unlink()
     with pytest.raises(FileNotFoundError, match="text_encoder.json is missing"):
         load_point_cloud_prior(tmp_path / "prior")
+
+
+def test_the_x0_weighting_is_the_clean_cloud_error_capped():
+    """weighting="x0": the epsilon error times (1 - alpha_bar) / alpha_bar, i.e. the squared error
+    of the predicted clean cloud, capped at X0_WEIGHT_CAP for the noisiest timesteps."""
+    torch.manual_seed(0)
+    model, encoder = build_point_cloud_model(TINY), build_text_encoder(TINY)
+    clean, captions = draw_batch(3, TINY.points, torch.Generator().manual_seed(0), 0.0)
+    scheduler = point_e_scheduler()
+    with torch.no_grad():
+        weighted = epsilon_loss(model, encoder, scheduler, clean, captions, torch.Generator().manual_seed(1), "x0")
+        generator = torch.Generator().manual_seed(1)  # replay its draws
+        t = torch.randint(1024, (3,), generator=generator)
+        noise = torch.randn(clean.shape, generator=generator)
+        a = scheduler.alphas_cumprod[t].view(-1, 1, 1)
+        noisy = a.sqrt() * clean + (1 - a).sqrt() * noise
+        x0 = (noisy - (1 - a).sqrt() * model(noisy, t, encoder.encode(captions))[:, :6]) / a.sqrt()
+        x0_error = ((x0 - clean) ** 2).mean(dim=(1, 2))
+        capped = torch.where((1 - a.view(-1)) / a.view(-1) > X0_WEIGHT_CAP, X0_WEIGHT_CAP * a.view(-1) / (1 - a.view(-1)), torch.ones(3))
+    torch.testing.assert_close(weighted, (x0_error * capped).mean(), rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="weighting='snr'"):
+        epsilon_loss(model, encoder, scheduler, clean, captions, torch.Generator(), "snr")
 
 
 def test_a_few_steps_on_a_fixed_batch_lower_the_epsilon_loss():
