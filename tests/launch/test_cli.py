@@ -82,7 +82,7 @@ def test_more_bad_inputs_each_give_exactly_one_line_naming_the_value(tmp_path):
     not_an_image = tmp_path / "prompt.png"
     not_an_image.write_text("a text file named like an image")
     cases = [
-        (["guidance=nope"], "In 'config': Could not find 'guidance/nope'; the options are bundled, bundled_mv, deepfloyd_if, mvdream, novel_view, stable_diffusion, zero123"),
+        (["guidance=nope"], "In 'config': Could not find 'guidance/nope'; the options are bundled, bundled_mv, bundled_points, deepfloyd_if, mvdream, novel_view, stable_diffusion, zero123"),
         (["hydra/launcher=nope"], "Could not find 'hydra/launcher/nope'; the options are basic, "),
         (["guidance=stable_diffusion", "guidance.resolution=100"], "resolution=100: a latent diffusion model needs a positive multiple of 8"),
         ([f"guidance.pretrained={incomplete}"], f"model folder '{incomplete}' is incomplete: it has no 'tokenizer' subfolder"),
