@@ -9,8 +9,8 @@ not over-saturate or over-smooth.
 
 from __future__ import annotations
 
-from contextlib import ExitStack
-from typing import TYPE_CHECKING
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -67,11 +67,11 @@ class VariationalScoreDistillation(ScoreEstimator):
             raise RuntimeError("estimator=vsd is not bound to a guidance yet")
         return {"lora": self.lora, "camera_embedding": self.camera_embedding}
 
-    def _adapted(self, guidance: ScoreDistillation, cameras: Tensor) -> ExitStack:
-        stack = ExitStack()
-        stack.enter_context(enabled(guidance.unet, self.lora))  # type: ignore[attr-defined, arg-type]
-        stack.enter_context(self.camera_embedding.seeing(cameras))  # type: ignore[union-attr]
-        return stack
+    @contextmanager
+    def _adapted(self, guidance: ScoreDistillation, cameras: Tensor) -> Iterator[None]:
+        """The UNet as the LoRA model: adapter on, the camera embedding seeing `cameras`."""
+        with enabled(guidance.unet, self.lora), self.camera_embedding.seeing(cameras):  # type: ignore[attr-defined, arg-type, union-attr]
+            yield
 
     def direction(self, guidance: ScoreDistillation, x0: Tensor, timesteps: Tensor, noise: Tensor, condition: Condition) -> Tensor:
         noisy = guidance.noisy_samples(x0, timesteps, noise)
