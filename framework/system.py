@@ -107,6 +107,7 @@ class GenerationSystem(pl.LightningModule):
         # and bound now, so its trainable parts are registered before any checkpoint is loaded.
         self._stage_slots = [self._slots_with_overrides(stage) for stage in self.stages]
         self.guidance_parts = nn.ModuleDict({name: nn.ModuleDict(parts) for name, slot in self.slots.items() if (parts := slot.trainable_modules())})
+        self._stage_rates = [self._rates_with_part_defaults(stage) for stage in self.stages]
         self.stage_index = 0
         self.save_dir = Path(save_dir)
         self._turntable: list[Tensor] = []
@@ -305,11 +306,10 @@ class GenerationSystem(pl.LightningModule):
                 if parameter.requires_grad:
                     yield f"{root}.{name}", parameter
 
-    def stage_learning_rates(self) -> dict[str, Any]:
-        """The current stage's learning rates (converted to schedules once, when it was built),
-        plus the default rate of each trainable guidance part (VSD's LoRA) that none of them
-        names, under `guidance.<slot>.<part>`."""
-        rates = dict(self.stage.learning_rates if self.stage.learning_rates is not None else self.learning_rates)
+    def _rates_with_part_defaults(self, stage: Stage) -> dict[str, Any]:
+        """`stage`'s learning rates (or the system's), plus the default rate of each trainable
+        guidance part (VSD's LoRA) that none of them names, under `guidance.<slot>.<part>`."""
+        rates = dict(stage.learning_rates if stage.learning_rates is not None else self.learning_rates)
         for slot, parts in self.guidance_parts.items():
             for part, module in parts.items():
                 prefix = f"guidance.{slot}.{part}"
@@ -317,6 +317,11 @@ class GenerationSystem(pl.LightningModule):
                 if default is not None and not any(prefix.startswith(known) or known.startswith(prefix) for known in rates):
                     rates[prefix] = as_scalar(default)
         return rates
+
+    def stage_learning_rates(self) -> dict[str, Any]:
+        """The current stage's learning rates, with the guidance parts' defaults (converted to
+        schedules once, when the system was built)."""
+        return self._stage_rates[self.stage_index]
 
     def stage_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """One optimiser per learning-rate prefix (the longest matching prefix wins); a prefix

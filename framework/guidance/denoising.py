@@ -4,11 +4,25 @@ a conditioned prior the way SDS queries it)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
 from framework.guidance.condition import Condition
-from framework.guidance.sds import ScoreDistillation
+
+if TYPE_CHECKING:  # the estimators (ISM) use `ddim_step`, and sds.py imports the estimators
+    from framework.guidance.sds import ScoreDistillation
+
+
+def ddim_step(sample: Tensor, eps: Tensor, alpha_now: Tensor, alpha_next: Tensor, clip: bool = False) -> Tensor:
+    """Deterministic DDIM from alpha_bar `alpha_now` to `alpha_next` (either way: towards the
+    image or, for an inversion, away from it) with the noise prediction `eps`; `clip` clamps the
+    predicted x0 to [-1, 1] (pixel models)."""
+    predicted = (sample - (1 - alpha_now).sqrt() * eps) / alpha_now.sqrt()
+    if clip:
+        predicted = predicted.clamp(-1.0, 1.0)
+    return alpha_next.sqrt() * predicted + (1 - alpha_next).sqrt() * eps
 
 
 @torch.no_grad()
@@ -35,10 +49,6 @@ def denoise(guidance: ScoreDistillation, rgb: Tensor, condition: Condition, stre
     sample = alphas[t_start].sqrt() * x0 + (1 - alphas[t_start]).sqrt() * noise
     for t, t_next in zip(timesteps[:-1].tolist(), timesteps[1:].tolist()):
         eps = guidance.guided_noise(sample, torch.full((x0.shape[0],), t), condition, guidance_scale).to(x0)
-        a_t = alphas[t].to(x0)
-        predicted = (sample - (1 - a_t).sqrt() * eps) / a_t.sqrt()
-        if guidance.clip_denoised:
-            predicted = predicted.clamp(-1.0, 1.0)
         a_next = alphas[t_next].to(x0) if t_next > 0 else torch.ones((), dtype=x0.dtype, device=x0.device)
-        sample = a_next.sqrt() * predicted + (1 - a_next).sqrt() * eps
+        sample = ddim_step(sample, eps, alphas[t].to(x0), a_next, guidance.clip_denoised)
     return guidance.decode_samples(sample, tuple(rgb.shape[1:3])).permute(0, 2, 3, 1)

@@ -20,7 +20,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from framework.guidance import point_e
 from framework.guidance.bag_of_words import BagOfWordsTextEncoder
+from framework.guidance.clip_text_vectors import ClipTextVectors
 from framework.guidance.point_e import PointEConfig, PointETransformer, load_point_e
 from framework.utils.atomic import atomic_directory
 
@@ -121,9 +123,6 @@ def load_point_cloud_model(pretrained: str | Path, clip_model: str | None = None
     """A point prior from a folder in this layout, or from a Point-E checkpoint file (`.pt` or
     `.safetensors`, Point-E's key names) with the CLIP text encoder `clip_model` and Point-E's own
     convention (rgb 0..255, every channel clipped to [-1, 1])."""
-    from framework.guidance import point_e
-    from framework.guidance.clip_text_vectors import ClipTextVectors
-
     path = Path(pretrained)
     if path.is_dir():
         return load_point_cloud_prior(path, device)

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from framework.guidance.condition import Condition
+from framework.guidance.denoising import ddim_step
 from framework.guidance.estimators.base import ScoreEstimator
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ class IntervalScoreMatching(ScoreEstimator):
             current = following
         eps_s = _unconditional(guidance, sample, target, condition)
         noisy = _ddim_step(guidance, sample, target, timesteps, eps_s)
-        return (guidance.guided_noise(noisy, timesteps, condition).to(x0) - eps_s).to(x0)
+        return guidance.guided_noise(noisy, timesteps, condition).to(x0) - eps_s
 
 
 def _unconditional(guidance: ScoreDistillation, sample: Tensor, timesteps: Tensor, condition: Condition) -> Tensor:
@@ -60,6 +61,5 @@ def _ddim_step(guidance: ScoreDistillation, sample: Tensor, current: Tensor, fol
     a batch element whose timesteps are equal is left as it is."""
     a_now = guidance.alphas_cumprod[current].to(sample).view(-1, 1, 1, 1)
     a_next = guidance.alphas_cumprod[following].to(sample).view(-1, 1, 1, 1)
-    predicted = (sample - (1 - a_now).sqrt() * eps) / a_now.sqrt()
-    stepped = a_next.sqrt() * predicted + (1 - a_next).sqrt() * eps
+    stepped = ddim_step(sample, eps, a_now, a_next)
     return torch.where((current == following).view(-1, 1, 1, 1).to(sample.device), sample, stepped)
