@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -24,8 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bundled.prior.point_cloud_model import CONVENTION, POINT_CLOUD_PRIOR_DIR, PointCloudPriorArchitecture, build_point_cloud_model, build_text_encoder  # noqa: E402
 from bundled.prior.point_cloud_training import LOSS_WEIGHTINGS, code_version, draw_batch, epsilon_loss, utc_now  # noqa: E402
 from bundled.prior.training import TrainingRun, cosine_learning_rate  # noqa: E402
-from framework.guidance.point_cloud_prior import save_point_cloud_prior  # noqa: E402
-from framework.guidance.point_e import point_e_scheduler  # noqa: E402
+from framework.guidance.bag_of_words import BagOfWordsTextEncoder  # noqa: E402
+from framework.guidance.point_cloud_prior import PointCloudPrior, load_point_cloud_prior, save_point_cloud_prior  # noqa: E402
+from framework.guidance.point_e import PointETransformer, point_e_scheduler  # noqa: E402
 from framework.utils.devices import default_device  # noqa: E402
 
 _DEFAULT = PointCloudPriorArchitecture()
@@ -53,6 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--heads", type=int, default=_DEFAULT.heads)
     parser.add_argument("--text-dim", type=int, default=_DEFAULT.text_dim)
     parser.add_argument("--points", type=int, default=_DEFAULT.points, help="points per training cloud (the model's n_ctx)")
+    parser.add_argument("--init-from", type=Path, default=None, help="a point prior folder of the same sizes whose weights start a new run, e.g. one trained on fewer --points (cheaper steps; the model has no positional embedding)")
     args = parser.parse_args(argv)
     for flag in ("steps", "batch_size", "checkpoint_every", "width", "layers", "heads", "text_dim", "points"):
         if getattr(args, flag) <= 0:
@@ -66,6 +69,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def start_from(folder: Path, model: PointETransformer, text_encoder: BagOfWordsTextEncoder) -> PointCloudPrior:
+    """Copy the weights of the prior in `folder` into `model` and `text_encoder`; its sizes must
+    match theirs except the point count. A checkpoint in --work-dir, if any, replaces them after."""
+    try:
+        source = load_point_cloud_prior(folder)
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"--init-from={folder}: {error}") from None
+    if replace(source.model.config, n_ctx=model.config.n_ctx) != model.config or source.text_encoder.vocabulary != text_encoder.vocabulary or source.text_encoder.dim != text_encoder.dim:
+        raise SystemExit(f"--init-from={folder}: its sizes {source.model.config} (text dim {source.text_encoder.dim}) differ from this run's {model.config} (text dim {text_encoder.dim})")
+    model.load_state_dict(source.model.state_dict())
+    text_encoder.load_state_dict(source.text_encoder.state_dict())
+    return source
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     args.work_dir.mkdir(parents=True, exist_ok=True)
@@ -73,10 +90,12 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     arch = PointCloudPriorArchitecture(width=args.width, layers=args.layers, heads=args.heads, text_dim=args.text_dim, points=args.points)
     model, text_encoder = build_point_cloud_model(arch).to(device), build_text_encoder(arch).to(device)
+    source = None if args.init_from is None else start_from(args.init_from, model, text_encoder)
     optimizer = torch.optim.AdamW([*model.parameters(), *text_encoder.parameters()], lr=args.lr, weight_decay=0.01)
     generator = torch.Generator().manual_seed(args.seed + 1)
     state = TrainingRun(args.work_dir / "checkpoint.pt", {"model": model, "text_encoder": text_encoder}, optimizer, generator, vars(arch))
-    state.restore(device)
+    if not state.restore(device) and source is not None:
+        state.history += list(source.provenance.get("history", [])) + [f"(fine-tuned from the point prior at {args.init_from})"]
     command = "python scripts/train_point_cloud_prior.py " + " ".join(argv if argv is not None else sys.argv[1:])
     command = state.credit(command, args.export_only)
 

@@ -166,6 +166,25 @@ def test_interrupted_training_resumes_exactly_and_exports_a_loadable_prior(tmp_p
     assert load_point_cloud_prior(tmp_path / "stopped/export").model.config.n_ctx == TINY.points
 
 
+def test_a_run_started_from_a_prior_on_fewer_points_begins_at_its_weights(tmp_path):
+    common = ["--batch-size", "2", "--warmup-steps", "1", "--device", "cpu", *TINY_FLAGS]
+    train_point_cloud_prior.main(["--work-dir", str(tmp_path / "few"), "--export-dir", str(tmp_path / "few/export"), "--steps", "2", *common])
+    more_points = [flag if flag != str(TINY.points) else str(2 * TINY.points) for flag in TINY_FLAGS]
+    finer = ["--work-dir", str(tmp_path / "many"), "--export-dir", str(tmp_path / "many/export"), "--init-from", str(tmp_path / "few/export"), *common[:-len(TINY_FLAGS)], *more_points]
+    train_point_cloud_prior.main([*finer, "--steps", "1", "--lr", "0"])
+    source, started = load_point_cloud_prior(tmp_path / "few/export"), load_point_cloud_prior(tmp_path / "many/export")
+    assert started.model.config.n_ctx == 2 * TINY.points
+    assert all(torch.equal(a, b) for a, b in zip(source.model.state_dict().values(), started.model.state_dict().values()))
+    assert started.provenance["history"][:-1] == [*source.provenance["history"], f"(fine-tuned from the point prior at {tmp_path / 'few/export'})"]
+
+
+def test_a_start_from_a_prior_of_other_sizes_is_refused(tmp_path):
+    train_point_cloud_prior.main(["--work-dir", str(tmp_path / "a"), "--export-dir", str(tmp_path / "a/export"), "--steps", "1", "--batch-size", "2", "--device", "cpu", *TINY_FLAGS])
+    wider = [flag if flag != str(TINY.width) else str(2 * TINY.width) for flag in TINY_FLAGS]
+    with pytest.raises(SystemExit, match="--init-from=.*differ"):
+        train_point_cloud_prior.main(["--work-dir", str(tmp_path / "b"), "--init-from", str(tmp_path / "a/export"), "--steps", "1", "--device", "cpu", *wider])
+
+
 @pytest.mark.parametrize(
     "script, argv, named",
     [
