@@ -30,6 +30,7 @@ from framework.guidance.condition import Condition
 from framework.guidance.slot import GuidanceSlot
 from framework.optimizers import OptimizerGroup
 from framework.representations.background import SolidBackground
+from framework.representations.particles import Particles, concatenate_renders, shown
 from framework.schedules import as_scalar, value_at
 from framework.stages import Stage, stage_index_at
 from framework.utils.images import image_grid, save_png, to_uint8, write_video
@@ -164,7 +165,7 @@ class GenerationSystem(pl.LightningModule):
         """Run stage `index`'s conversion on the current stage's representation."""
         stage = self.stages[index]
         assert stage.convert is not None
-        source = self.representation
+        source = shown(self.representation)
         return stage.convert(source, lambda cameras: self.render(cameras, training=False)).to(self.device)
 
     def enter_stage(self, index: int) -> None:
@@ -191,10 +192,14 @@ class GenerationSystem(pl.LightningModule):
 
     # --- rendering ------------------------------------------------------------------------------
     def render(self, cameras: CameraBatch, training: bool, background: nn.Module | None = None) -> dict[str, Tensor]:
+        """The stage's render of `cameras`; in training, a set of particles renders each share of
+        the batch with the particle this step drew for it."""
         stage = self.stage
         material = self.materials[stage.material]
-        shading = material.sample_shading(cameras, training)
-        return self.renderers[stage.renderer](self.representation, material, background or self.background, cameras, shading, training)
+        renderer = self.renderers[stage.renderer]
+        representation = self.representation
+        pairs = representation.assign(cameras, self.global_step) if training and isinstance(representation, Particles) else [(representation, cameras)]
+        return concatenate_renders([renderer(member, material, background or self.background, share, material.sample_shading(share, training), training) for member, share in pairs])
 
     def render_reference(self, reference: ReferenceView) -> dict[str, Tensor]:
         """The object seen from the reference camera as the reference image shows it: on white
@@ -302,7 +307,8 @@ class GenerationSystem(pl.LightningModule):
         # Only the parts of the stage's estimators: a LoRA that a stage's SDS ignores gets no optimiser there.
         modules.update({f"guidance.{name}.{part}": module for name, slot in slots.items() for part, module in slot.trainable_modules(in_use_only=True).items()})
         for root, module in modules.items():
-            for name, parameter in module.named_parameters():
+            named = module.rate_named_parameters() if isinstance(module, Particles) else module.named_parameters()
+            for name, parameter in named:
                 if parameter.requires_grad:
                     yield f"{root}.{name}", parameter
 
@@ -379,7 +385,7 @@ class GenerationSystem(pl.LightningModule):
             if not producers:
                 raise ValueError(f"the checkpoint holds a representation {name!r} this method never makes")
             index = producers[0]
-            source = self.representations[self.stages[index - 1].representation] if index > 0 else None
+            source = shown(self.representations[self.stages[index - 1].representation]) if index > 0 else None
             self.representations[name] = self.stages[index].convert.placeholder(shape, source).to(self.device)
         for stage_obj in self.stages:
             if stage_obj.densification is not None and stage_obj.name in checkpoint.get("densification", {}):

@@ -49,9 +49,10 @@ class VolumeRenderer(nn.Module):
         self.generator = torch.Generator().manual_seed(seed)
 
     def update(self, field: NeRFField, step: int) -> None:
-        """Per-step bookkeeping of the acceleration structure."""
+        """Per-step bookkeeping of the acceleration structure (shared by a set of particles, so it
+        covers all of them)."""
         if self.occupancy is not None:
-            self.occupancy.update(field.density, step)
+            self.occupancy.update(getattr(field, "union_density", field.density), step)
 
     def forward(self, field: NeRFField, material: nn.Module, background: nn.Module, cameras: CameraBatch, shading: Shading, training: bool) -> dict[str, Tensor]:
         origins, directions = cameras.rays()

@@ -61,7 +61,14 @@ class TriplaneEncoding(nn.Module):
             raise ValueError(f"TriplaneEncoding combine must be 'concat' or 'sum', got {combine!r}")
         self.combine = combine
         self.bound = bound
-        self.planes = nn.Parameter(torch.randn(3, channels, resolution, resolution) * init_std)
+        self.init_std = init_std
+        self.planes = nn.Parameter(torch.empty(3, channels, resolution, resolution))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """A fresh draw of the planes from the global generator (a new particle's)."""
+        with torch.no_grad():
+            self.planes.copy_(torch.randn(self.planes.shape) * self.init_std)
 
     @classmethod
     def from_planes(cls, planes: Tensor, combine: str = "concat", bound: float = 1.0) -> "TriplaneEncoding":
@@ -188,7 +195,8 @@ class HashGridEncoding(nn.Module):
 
         levels = hash_grid_levels(n_levels, log2_hashmap_size, base_resolution, self.per_level_scale)
         n_entries = levels[-1].offset + levels[-1].size
-        self.params = nn.Parameter(torch.empty(n_entries * n_features_per_level).uniform_(-1e-4, 1e-4))
+        self.params = nn.Parameter(torch.empty(n_entries * n_features_per_level))
+        self.reset_parameters()
         # Resolutions grow with the level, so the dense levels come first.
         self.n_dense_levels = sum(not level.hashed for level in levels)
         dense, hashed = levels[: self.n_dense_levels], levels[self.n_dense_levels :]
@@ -204,6 +212,11 @@ class HashGridEncoding(nn.Module):
         constant("_hashed_offset", [level.offset for level in hashed])
         constant("_primes", list(_HASH_PRIMES))
         self._tcnn_encoding = None  # built on the first CUDA call; deliberately not a submodule
+
+    def reset_parameters(self) -> None:
+        """A fresh draw of the table from the global generator (a new particle's)."""
+        with torch.no_grad():
+            self.params.uniform_(-1e-4, 1e-4)
 
     @property
     def out_dim(self) -> int:

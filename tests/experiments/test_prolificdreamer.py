@@ -14,6 +14,7 @@ from framework.cameras.batch import Batch
 from framework.guidance.estimators.sds import ScoreDistillationSampling
 from framework.guidance.estimators.vsd import VariationalScoreDistillation
 from framework.launch import build_system, run
+from framework.representations.particles import Particles
 from framework.utils.checkpoint_io import load_checkpoint_file
 from tests.helpers import compose_config, tiny_run_settings
 
@@ -31,6 +32,7 @@ def _overrides(run_dir: Path, prior: Path, max_steps: int | None = None) -> list
         f"system.stages.nerf.steps={NERF}",
         f"system.stages.geometry.steps={GEOMETRY}",
         f"system.stages.texture.steps={TEXTURE}",
+        "particles.count=2",
         f"camera.resolution=[[0,32],[{NERF},48]]",
         "renderer.n_samples=16",
         "renderer.occupancy.resolution=16",
@@ -71,8 +73,27 @@ def test_each_stage_has_its_estimator_and_trains_its_own_parameters(tmp_path, ti
     assert used[0] is used[2]  # one LoRA for both VSD stages
 
 
+def test_particles_share_the_camera_batch_and_the_mesh_stages_refine_the_first(tmp_path, tiny_pixel_prior):
+    overrides = [*_overrides(tmp_path, tiny_pixel_prior), "particles.count=3", "particles.per_step=2", "camera.batch_size=2"]
+    system, datamodule = build_system(compose_config(overrides), torch.device("cpu"))
+    particles = system.representation
+    assert isinstance(particles, Particles) and len(particles.members) == 3
+    assert set(system.stage_optimizers()) == {"representation.encoding", "representation", "guidance.main.lora", "guidance.main.camera_embedding"}
+    batch = Batch(datamodule.training_batch(0))
+    render = system.render(batch.cameras, training=True)
+    assert render["rgb"].shape[0] == 2
+    system.compute_losses(render, batch, 0)["loss"].backward()
+    drawn = particles.drawn(0)
+    for index, member in enumerate(particles.members):
+        touched = any(p.grad is not None and p.grad.abs().sum() > 0 for p in member.parameters())
+        assert touched == (index in drawn), index
+    system.enter_stage(1)
+    assert type(system.representation).__name__ == "DMTet"
+
+
 @pytest.mark.slow
 def test_tiny_prolificdreamer_run_resumes_exactly_across_both_switches(tmp_path, tiny_pixel_prior):
+    """With two particles (one a step), so the draw of each step is resumed too."""
     straight = run(compose_config(_overrides(tmp_path / "straight", tiny_pixel_prior)))
     assert (straight / "export/model.glb").is_file() and (straight / "export/coarse/model.glb").is_file()
     rows = _rows(straight)
@@ -80,6 +101,7 @@ def test_tiny_prolificdreamer_run_resumes_exactly_across_both_switches(tmp_path,
     assert all(row["train/loss_main_sds"] for row in rows[NERF : NERF + GEOMETRY])
     expected = load_checkpoint_file(straight / "ckpts/last.ckpt")
     assert expected["stage"] == "texture" and any(key.startswith("guidance_parts.main.lora.") for key in expected["state_dict"])
+    assert any(key.startswith("representations.main.members.1.") for key in expected["state_dict"])
     for stop in (NERF + 1, NERF + GEOMETRY + 1):
         stopped = tmp_path / f"stopped_{stop}"
         run(compose_config(_overrides(stopped, tiny_pixel_prior, stop)))
