@@ -24,8 +24,8 @@ from framework.cameras.camera import CameraBatch
 
 class Particles(nn.Module):
     """Args:
-        particle: builds one particle (a Hydra partial of the representation); called `count`
-            times, so each particle draws its own initialisation from the global generator.
+        particle: the first particle; the others are copies of it that redraw their weights
+            (`redrawn`), each from the global generator.
         count: n, the number of particles.
         per_step: particles a training step renders; the camera batch is split evenly among them.
         seed: with the step number, which particles a step renders.
