@@ -10,6 +10,10 @@ caption naming the side its camera sees, as the text prior's) with single images
 data (its view-dependent captions, no camera, 2D attention), so the text prior's skills stay. The
 text encoder is frozen. Checkpoints go to WORK_DIR/checkpoint.pt (atomically); the same command
 resumes exactly. When the last step is done the EMA weights go to --export-dir.
+
+`--domain normal_depth` or `--domain albedo` makes RichDreamer's priors instead: the same recipe on
+4-view sets and single images of that domain (normal map + depth map, 4 channels; unlit colours),
+usually started from the shipped multi-view prior (`--init-from bundled/multi_view_prior_weights`).
 """
 
 from __future__ import annotations
@@ -28,9 +32,9 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bundled.prior.dataset import COLOUR_NAMES, OBJECT_NAMES, RenderedSet, captions_for, render_set  # noqa: E402
+from bundled.prior.dataset import COLOUR_NAMES, OBJECT_NAMES, RenderedSet, captions_for, domain_channels, render_set  # noqa: E402
 from bundled.prior.model import MAX_TOKENS, PriorArchitecture, build_scheduler, build_tokenizer  # noqa: E402
-from bundled.prior.multi_view_model import MULTI_VIEW_PRIOR_DIR, NUM_VIEWS, build_multi_view_unet, inflate_text_prior  # noqa: E402
+from bundled.prior.multi_view_model import DOMAIN_PRIOR_DIRS, NUM_VIEWS, build_multi_view_unet, inflate_text_prior  # noqa: E402
 from bundled.prior.sampling import load_prior  # noqa: E402
 from bundled.prior.training import TrainingRun, cosine_learning_rate, loss_weights  # noqa: E402
 from bundled.prior.view_pairs import ViewGroups, render_view_groups  # noqa: E402
@@ -45,7 +49,8 @@ from framework.utils.devices import default_device  # noqa: E402
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=Path("outputs/multi_view_prior"))
-    parser.add_argument("--export-dir", type=Path, default=MULTI_VIEW_PRIOR_DIR)
+    parser.add_argument("--domain", choices=tuple(DOMAIN_PRIOR_DIRS), default="colour", help="what the prior learns: shaded colour renders, normal-depth maps or albedo (RichDreamer's priors)")
+    parser.add_argument("--export-dir", type=Path, default=None, help="default: the domain's bundled folder (bundled/multi_view_prior_weights for colour)")
     parser.add_argument("--init-from", type=Path, default=BUNDLED_PRIOR_DIR, help="the text prior folder to inflate, or a multi-view prior folder to fine-tune further")
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=32, help="images per step (a multi-view step: batch-size / 4 view sets)")
@@ -94,6 +99,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--view-words-share={args.view_words_share} must be in [0, 1]")
     if not (args.init_from / "unet").is_dir():
         parser.error(f"--init-from={args.init_from}: no text prior there (no unet/ folder)")
+    if args.export_dir is None:
+        args.export_dir = DOMAIN_PRIOR_DIRS[args.domain]
     return args
 
 
@@ -157,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     text_prior = load_prior(args.init_from)
     arch = PriorArchitecture(resolution=args.resolution)
-    unet = build_multi_view_unet(arch).to(device)
+    unet = build_multi_view_unet(arch, domain_channels(args.domain)).to(device)
     text_encoder = text_prior.text_encoder.to(device).requires_grad_(False)
     tokenizer = build_tokenizer()
     scheduler = build_scheduler()
@@ -165,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     camera = list(unet.class_embedding.parameters())
     others = [p for name, p in unet.named_parameters() if not name.startswith("class_embedding.")]
     optimizer = torch.optim.AdamW([{"params": others, "lr_scale": 1.0}, {"params": camera, "lr_scale": args.camera_lr_scale}], lr=args.lr, weight_decay=0.01)
-    state = TrainingRun(args.work_dir / "checkpoint.pt", {"unet": unet}, optimizer, torch.Generator().manual_seed(args.seed + 1), {"unet": vars(arch), "num_views": NUM_VIEWS})
+    state = TrainingRun(args.work_dir / "checkpoint.pt", {"unet": unet}, optimizer, torch.Generator().manual_seed(args.seed + 1), {"unet": vars(arch), "num_views": NUM_VIEWS, **({"domain": args.domain} if args.domain != "colour" else {})})
     if not state.restore(device):
         inflate_text_prior(unet, text_prior.unet.to(device))
         state.ema = [p.detach().clone() for p in state.params]
@@ -176,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     command = state.credit(command, args.export_only)
 
     def export() -> None:
-        provenance = {"command": command, "history": state.history, "seed": args.seed, "steps": state.step, "batch_size": args.batch_size, "multi_view_share": args.multi_view_share, "sets": args.sets, "num_views": NUM_VIEWS, "architecture": vars(arch), "device": str(device)}
+        provenance = {"command": command, "history": state.history, "seed": args.seed, "steps": state.step, "batch_size": args.batch_size, "multi_view_share": args.multi_view_share, "sets": args.sets, "num_views": NUM_VIEWS, "domain": args.domain, "architecture": vars(arch), "device": str(device)}
         with state.ema_weights():
             save_prior(args.export_dir, unet, text_encoder, build_tokenizer(), scheduler, provenance, class_name="BundledMultiViewPrior")
         print(f"exported the EMA weights at step {state.step} to {args.export_dir}")
@@ -187,15 +194,26 @@ def main(argv: list[str] | None = None) -> None:
         export()
         return
 
-    sets = ViewGroups(**_cached(args.work_dir / f"sets_{args.sets}_r{args.resolution}_s{args.seed}.pt", lambda: render_view_groups(args.sets, NUM_VIEWS, args.resolution, args.seed, args.render_workers, held_out=(), orbit_sets=True)))
-    singles = RenderedSet(**_cached(args.work_dir / f"renders_n{args.dataset_size}_r{args.resolution}_s{args.seed}.pt", lambda: render_set(args.dataset_size, args.resolution, args.seed, workers=args.render_workers)))
+    suffix = "" if args.domain == "colour" else f"_{args.domain}"
+    sets = ViewGroups(
+        **_cached(
+            args.work_dir / f"sets_{args.sets}_r{args.resolution}_s{args.seed}{suffix}.pt",
+            lambda: render_view_groups(args.sets, NUM_VIEWS, args.resolution, args.seed, args.render_workers, held_out=(), orbit_sets=True, domain=args.domain),
+        )
+    )
+    singles = RenderedSet(
+        **_cached(
+            args.work_dir / f"renders_n{args.dataset_size}_r{args.resolution}_s{args.seed}{suffix}.pt",
+            lambda: render_set(args.dataset_size, args.resolution, args.seed, workers=args.render_workers, domain=args.domain),
+        )
+    )
     scheduler.alphas_cumprod = scheduler.alphas_cumprod.to(device)
     weight = loss_weights(scheduler.alphas_cumprod, args.min_snr_gamma, 0.0)
     camera_gradient_scale = loss_weights(scheduler.alphas_cumprod, args.min_snr_gamma, args.camera_x0_weight_floor) / weight
     reweigh_camera = CameraGradientReweighting(unet.class_embedding)
     started = last_save = time.monotonic()
     stop = min(args.steps, args.stop_at_step) if args.stop_at_step is not None else args.steps
-    bar = tqdm(total=args.steps, initial=state.step, desc="training multi-view prior", unit="step")
+    bar = tqdm(total=args.steps, initial=state.step, desc=f"training multi-view prior ({args.domain})", unit="step")
     generator = state.generator
     while state.step < stop:
         if args.time_limit_minutes is not None and time.monotonic() - started > 60 * args.time_limit_minutes:

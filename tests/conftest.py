@@ -149,6 +149,22 @@ def tiny_multi_view_prior(tmp_path_factory: pytest.TempPathFactory, tiny_pixel_p
 
 
 @pytest.fixture(scope="session")
+def tiny_normal_depth_prior(tmp_path_factory: pytest.TempPathFactory, tiny_multi_view_prior: Path) -> Path:
+    """RichDreamer's normal-depth prior in the bundled layout: the tiny multi-view prior widened to
+    4 channels, the new ones random (a trained one's are not zero)."""
+    torch.manual_seed(0)
+    source = load_prior(tiny_multi_view_prior)
+    unet = build_multi_view_unet(TINY_PIXEL, channels=4)
+    inflate_text_prior(unet, source.unet)
+    with torch.no_grad():
+        torch.nn.init.normal_(unet.conv_in.weight[:, 3:], std=0.1)
+        torch.nn.init.normal_(unet.conv_out.weight[3:], std=0.1)
+    folder = tmp_path_factory.mktemp("tiny_normal_depth_prior")
+    save_prior(folder, unet, source.text_encoder, build_tokenizer(), build_scheduler(), {"test": True}, class_name="BundledMultiViewPrior")
+    return folder
+
+
+@pytest.fixture(scope="session")
 def tiny_point_cloud_prior(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled point-cloud prior's folder layout (Point-E's keys, bag-of-words text), random
     weights: 16 wide, one layer, 64 points."""

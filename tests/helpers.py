@@ -162,6 +162,18 @@ def tiny_fantasia3d_overrides(run_dir: Path, prior: Path, geometry_steps: int = 
     ]
 
 
+def tiny_richdreamer_overrides(run_dir: Path, text_prior: Path, multi_view_prior: Path, normal_depth_prior: Path, geometry_steps: int = 3, appearance_steps: int = 2) -> list[str]:
+    """A RichDreamer run at Fantasia3D's tiny sizes (`tiny_fantasia3d_overrides`), its three
+    slots on tiny priors: normal-depth (main), albedo (the tiny multi-view prior) and rgb."""
+    return [
+        *tiny_fantasia3d_overrides(run_dir, normal_depth_prior, geometry_steps, appearance_steps),
+        f"guidance_slots.albedo.pretrained={multi_view_prior}",
+        "guidance_slots.albedo.embedding_cache_dir=null",
+        f"guidance_slots.rgb.pretrained={text_prior}",
+        "guidance_slots.rgb.embedding_cache_dir=null",
+    ]
+
+
 def tiny_zero123_overrides(run_dir: Path, prior: Path, image: Path, max_steps: int = 4) -> list[str]:
     """A Zero-1-to-3 run at the sizes of `tiny_overrides`, from `image` seen at elevation 15, under
     the novel-view prior at `prior`; the reference view rendered at 32 px."""

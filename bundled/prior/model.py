@@ -64,8 +64,10 @@ def build_text_encoder(arch: PriorArchitecture, vocab_size: int) -> T5EncoderMod
     return T5EncoderModel(config)
 
 
-def build_unet(arch: PriorArchitecture, in_channels: int = 3, text_conditioned: bool = True, camera_features: int = 0) -> UNet2DConditionModel:
-    """The denoiser. `text_conditioned`: IF's layout (T5 tokens projected to the cross-attention
+def build_unet(
+    arch: PriorArchitecture, in_channels: int = 3, text_conditioned: bool = True, camera_features: int = 0, out_channels: int = 3
+) -> UNet2DConditionModel:
+    """The denoiser of `out_channels`-channel images. `text_conditioned`: IF's layout (T5 tokens projected to the cross-attention
     width, their pooled embedding added to the time embedding); otherwise Stable Diffusion's plain
     cross-attention to `block_channels[-1]`-wide tokens (Zero-1-to-3's projected image + pose
     embedding), with `in_channels` counting any image concatenated to the noisy sample.
@@ -94,7 +96,7 @@ def build_unet(arch: PriorArchitecture, in_channels: int = 3, text_conditioned: 
     return UNet2DConditionModel(
         sample_size=arch.resolution,
         in_channels=in_channels,
-        out_channels=3,
+        out_channels=out_channels,
         down_block_types=down,
         up_block_types=up,
         block_out_channels=arch.block_channels,

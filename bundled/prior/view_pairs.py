@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from bundled.prior.dataset import COLOUR_NAMES, OBJECT_NAMES, render_rows
+from bundled.prior.dataset import COLOUR_NAMES, OBJECT_NAMES, domain_channels, render_rows
 from framework.cameras.camera import CameraBatch
 from framework.cameras.distribution import OrbitDistribution
 
@@ -33,7 +33,7 @@ SEEN: tuple[tuple[str, str], ...] = _one_colour_per_object(2)
 
 @dataclass
 class ViewGroups:
-    images: Tensor  # [G, V, H, W, 3] uint8
+    images: Tensor  # [G, V, H, W, C] uint8
     colour: Tensor  # [G] index into COLOUR_NAMES
     object: Tensor  # [G] index into OBJECT_NAMES
     elevation_deg: Tensor  # [G, V]
@@ -61,12 +61,20 @@ def training_pairs(held_out: tuple[tuple[str, str], ...] = HELD_OUT) -> list[tup
 
 
 def render_view_groups(
-    groups: int, views: int, resolution: int, seed: int, workers: int = 1, held_out: tuple[tuple[str, str], ...] = HELD_OUT, orbit_sets: bool = False
+    groups: int,
+    views: int,
+    resolution: int,
+    seed: int,
+    workers: int = 1,
+    held_out: tuple[tuple[str, str], ...] = HELD_OUT,
+    orbit_sets: bool = False,
+    domain: str = "colour",
 ) -> ViewGroups:
     """`groups` groups of `views` renders, each group one (colour, object) pair drawn uniformly
     from the pairs not held out; deterministic in `seed` for any number of `workers`. The cameras
     are independent draws of the SDS distribution, or with `orbit_sets` MVDream's view sets
-    (`OrbitDistribution.sample_groups`: one elevation, azimuths evenly apart)."""
+    (`OrbitDistribution.sample_groups`: one elevation, azimuths evenly apart). `domain` picks
+    what is rendered (`bundled.prior.dataset.DOMAINS`); the draws do not depend on it."""
     if groups <= 0 or views < 2:
         raise ValueError(f"groups={groups} must be positive and views={views} at least 2 (a pair)")
     generator = torch.Generator().manual_seed(seed)
@@ -77,10 +85,10 @@ def render_view_groups(
     cameras = distribution.sample_groups(groups, views, resolution, generator) if orbit_sets else distribution.sample(groups * views, resolution, generator)
     per_chunk = max(1, 64 // views) * views
     chunks = [cameras.subset(slice(a, a + per_chunk)) for a in range(0, groups * views, per_chunk)]
-    images, _ = render_rows(obj.repeat_interleave(views), colour.repeat_interleave(views), chunks, workers)
+    images, _ = render_rows(obj.repeat_interleave(views), colour.repeat_interleave(views), chunks, workers, domain)
     shape = (groups, views)
     return ViewGroups(
-        images.view(groups, views, resolution, resolution, 3),
+        images.view(groups, views, resolution, resolution, domain_channels(domain)),
         colour,
         obj,
         cameras.elevation_deg.view(shape),

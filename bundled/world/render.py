@@ -2,8 +2,9 @@
 
 Renders are sphere traced through the framework's cameras (one camera convention for the prior's
 training data, the SDS camera sampler and the evaluation), shaded Lambertian under a light that
-follows the camera, on a white background, with 2x2 supersampled edges. Normal maps use the
-framework's convention (`framework.renderers.normal_map`).
+follows the camera, on a white background, with 2x2 supersampled edges. Normal maps and depth
+maps use the framework's conventions (`framework.renderers.normal_map`, `.depth_map`); albedo
+renders are the unlit colours on white (RichDreamer's albedo domain).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from torch import Tensor
 
 from bundled.world.objects import ProceduralObject
 from framework.cameras.camera import CameraBatch
+from framework.renderers.depth_map import depth_map
 from framework.renderers.normal_map import normal_map
 from framework.representations.lights import CameraLight
 
@@ -78,6 +80,35 @@ def render_normal_map(obj: ProceduralObject, cameras: CameraBatch, supersample: 
     fine = cameras.with_resolution(shape[1], shape[2])
     colours = normal_map(normals.view(*shape, 3), hit.view(*shape, 1), fine)
     return _downsample(colours, supersample), _coverage(shape, index, supersample)
+
+
+@torch.no_grad()
+def render_normal_depth(obj: ProceduralObject, cameras: CameraBatch, supersample: int = 2) -> tuple[Tensor, Tensor]:
+    """Normal maps and depth maps together [B, H, W, 4] in [0, 1] (normal map on white, depth
+    map on black), and coverage masks [B, H, W]: RichDreamer's normal-depth domain."""
+    fine, shape, index, points = _trace(obj, cameras, supersample)
+    pixels = shape[0] * shape[1] * shape[2]
+    normals, depth, hit = points.new_zeros(pixels, 3), points.new_zeros(pixels, 1), points.new_zeros(pixels, 1)
+    if index.numel() > 0:
+        normals[index] = _normals(obj, points)
+        camera = index // (shape[1] * shape[2])
+        forward = -fine.c2w[camera, :3, 2]
+        depth[index] = ((points - fine.position[camera]) * forward).sum(dim=-1, keepdim=True)
+        hit[index] = 1.0
+    coverage = hit.view(*shape, 1)
+    image = torch.cat([normal_map(normals.view(*shape, 3), coverage, fine), depth_map(depth.view(*shape, 1), coverage, fine)], dim=-1)
+    return _downsample(image, supersample), _coverage(shape, index, supersample)
+
+
+@torch.no_grad()
+def render_albedo(obj: ProceduralObject, colour: str, cameras: CameraBatch, supersample: int = 2) -> tuple[Tensor, Tensor]:
+    """Unlit colours [B, H, W, 3] in [0, 1] on white, and coverage masks [B, H, W]."""
+    _, shape, index, points = _trace(obj, cameras, supersample)
+    rgb = points.new_ones(shape[0] * shape[1] * shape[2], 3)
+    if index.numel() > 0:
+        _, part = obj.evaluate(points)
+        rgb[index] = obj.part_colours(colour).to(points)[part]
+    return _downsample(rgb.view(*shape, 3), supersample), _coverage(shape, index, supersample)
 
 
 def _trace(obj: ProceduralObject, cameras: CameraBatch, supersample: int) -> tuple[CameraBatch, tuple[int, int, int], Tensor, Tensor]:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from framework.cameras.camera import CameraBatch
+from framework.renderers.depth_map import depth_map
 from framework.renderers.mesh_raster import MeshRasterizer, clip_positions, vertex_normals
 from framework.renderers.normal_map import normal_map
 from framework.representations.dmtet import DMTet
@@ -34,7 +35,9 @@ class DMTetRenderer(nn.Module):
     def forward(self, dmtet: DMTet, material: nn.Module, background: nn.Module, cameras: CameraBatch, shading: Shading, training: bool) -> dict:
         """rgb and normal_map [B, H, W, 3] over the background (normal map: over white), opacity
         and depth [B, H, W, 1], the covered pixels' world normal and albedo [B, H, W, 3] (zero
-        elsewhere), and `info` (the mesh's vertices and faces, the grid's SDF and edges)."""
+        elsewhere), the images a prior of other domains sees (RichDreamer's): depth_map [B, H, W,
+        1] (`framework.renderers.depth_map`) and albedo_map [B, H, W, 3] (the albedo over white),
+        and `info` (the mesh's vertices and faces, the grid's SDF and edges)."""
         vertices, faces, sdf = dmtet.surface_with_sdf()
         pos_clip = clip_positions(vertices, cameras)
         rast = self.rasterizer.rasterize(pos_clip, faces, (cameras.height, cameras.width))
@@ -56,13 +59,16 @@ class DMTetRenderer(nn.Module):
             colour = material.shade(surface_albedo, flat_normals, flat_points, flat_directions, shading, image_index)
         albedo = _scatter(surface_albedo, covered, B, H, W)
         rgb = _scatter(colour, covered, B, H, W) + (1.0 - coverage) * background(directions, training)
-        stacked = torch.cat([rgb, normal_map(normals, coverage, cameras), coverage], dim=-1)
+        depth = self.rasterizer.interpolate(pos_clip[..., 3:], rast, faces)
+        stacked = torch.cat([rgb, normal_map(normals, coverage, cameras), coverage, depth_map(depth, coverage, cameras), albedo + (1.0 - coverage)], dim=-1)
         blended = self.rasterizer.antialias(stacked, rast, pos_clip, faces)
         return {
             "rgb": blended[..., :3],
             "normal_map": blended[..., 3:6],
-            "opacity": blended[..., 6:],
-            "depth": self.rasterizer.interpolate(pos_clip[..., 3:], rast, faces),
+            "opacity": blended[..., 6:7],
+            "depth_map": blended[..., 7:8],
+            "albedo_map": blended[..., 8:11],
+            "depth": depth,
             "normal": normals * coverage,
             "albedo": albedo,
             "info": {"vertices": vertices, "faces": faces, "sdf": sdf, "edges": dmtet.edges},

@@ -1,5 +1,5 @@
 """The bundled multi-view prior's training script: exact resume, and an export the multi-view
-guidance loads."""
+guidance loads; RichDreamer's normal-depth and albedo domains of it."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ import train_multi_view_prior  # noqa: E402
 from bundled.evaluation.multi_view_prior import evaluate_multi_view_prior, judged_sides  # noqa: E402
 from bundled.prior.dataset import COLOUR_NAMES, OBJECT_NAMES  # noqa: E402
 from bundled.prior.model import PriorArchitecture  # noqa: E402
-from bundled.prior.multi_view_model import build_multi_view_unet, inflate_text_prior  # noqa: E402
+from bundled.prior.multi_view_model import DOMAIN_PRIOR_DIRS, MULTI_VIEW_PRIOR_DIR, build_multi_view_unet, inflate_text_prior  # noqa: E402
 from bundled.prior.sampling import load_prior  # noqa: E402
-from bundled.prior.view_pairs import ViewGroups  # noqa: E402
+from bundled.prior.view_pairs import ViewGroups, render_view_groups  # noqa: E402
 from bundled.world.objects import caption  # noqa: E402
 from bundled.prior.weights import BUNDLED_PRIOR_DIR  # noqa: E402
 from framework.cameras.camera import CameraBatch  # noqa: E402
@@ -124,3 +124,58 @@ def test_camera_gradient_reweighting_gives_the_camera_the_gradient_of_the_other_
     reweighting.scale = None
     plain = torch.autograd.grad((min_snr * per_sample()).mean(), camera)
     assert not torch.allclose(plain[0], expected[0])
+
+
+def test_widening_a_prior_to_the_normal_depth_channels_keeps_what_it_predicts():
+    """RichDreamer's normal-depth prior starts as the colour prior plus a channel at zero: its first
+    three outputs are the colour prior's whatever the depth input, its depth output is 0; a
+    prior cannot lose channels."""
+    torch.manual_seed(0)
+    arch = PriorArchitecture(resolution=16, text_width=32, text_layers=1, block_channels=(8, 16, 16, 16), attention_head_dim=8)
+    source, widened = build_multi_view_unet(arch), build_multi_view_unet(arch, channels=4)
+    torch.nn.init.normal_(source.conv_out.weight, std=0.1)
+    torch.nn.init.normal_(source.class_embedding.linear_2.weight, std=0.1)
+    inflate_text_prior(widened, source)
+    x, cameras, text = torch.randn(4, 3, 16, 16), torch.randn(4, 16), torch.randn(4, 12, 32)
+    with torch.no_grad():
+        want = source(x, 500, encoder_hidden_states=text, class_labels=cameras).sample
+        got = widened(torch.cat([x, torch.randn(4, 1, 16, 16)], dim=1), 500, encoder_hidden_states=text, class_labels=cameras).sample
+    assert got.shape == (4, 4, 16, 16)
+    torch.testing.assert_close(got[:, :3], want, rtol=1e-5, atol=1e-6)
+    assert not got[:, 3].any()
+    with pytest.raises(ValueError, match="can only gain channels"):
+        inflate_text_prior(build_multi_view_unet(arch), widened)
+
+
+def test_view_sets_of_the_normal_depth_and_albedo_domains():
+    """The same draws in every domain: 4 channels for normal-depth (its normal map the normal-map
+    domain's, its depth 0 off the object), the unlit colour for albedo (brighter than the shaded
+    render, the same silhouette)."""
+    sets = {domain: render_view_groups(2, 4, 16, seed=3, orbit_sets=True, domain=domain) for domain in ("colour", "normal_map", "normal_depth", "albedo")}
+    assert sets["normal_depth"].images.shape == (2, 4, 16, 16, 4) and sets["albedo"].images.shape == (2, 4, 16, 16, 3)
+    for domain in ("normal_map", "normal_depth", "albedo"):
+        assert torch.equal(sets[domain].colour, sets["colour"].colour) and torch.equal(sets[domain].azimuth_deg, sets["colour"].azimuth_deg)
+    normal_depth = sets["normal_depth"].images
+    assert torch.equal(normal_depth[..., :3], sets["normal_map"].images)
+    background = (sets["colour"].images == 255).all(dim=-1)
+    assert (normal_depth[..., 3][background] == 0).all() and (normal_depth[..., 3][~background] > 0).float().mean() > 0.95
+    assert torch.equal((sets["albedo"].images == 255).all(dim=-1), background)
+    assert sets["albedo"].images[~background].float().mean() > sets["colour"].images[~background].float().mean()
+    with pytest.raises(ValueError, match="domain='depth'"):
+        render_view_groups(1, 4, 16, seed=0, domain="depth")
+
+
+@pytest.mark.slow
+def test_a_normal_depth_prior_trains_from_the_colour_prior_and_loads_as_a_four_channel_guidance(tmp_path):
+    common = ["--steps", "2", "--batch-size", "4", "--sets", "2", "--dataset-size", "4", "--resolution", "16", "--warmup-steps", "1", "--render-workers", "1"]
+    train_multi_view_prior.main(["--domain", "normal_depth", "--init-from", str(MULTI_VIEW_PRIOR_DIR), "--work-dir", str(tmp_path), "--export-dir", str(tmp_path / "export"), *common])
+    provenance = json.loads((tmp_path / "export/provenance.json").read_text())
+    assert provenance["domain"] == "normal_depth" and "fine-tuned further from the multi-view prior" in " ".join(provenance["history"])
+    guidance = MultiViewPixelGuidance(str(tmp_path / "export"), text_attention_mask=False, embedding_cache_dir=None, guidance_scale=5.0)
+    assert guidance.unet.config.in_channels == guidance.unet.config.out_channels == 4
+    cameras = OrbitDistribution().sample_groups(1, 4, 16, torch.Generator().manual_seed(0))
+    images = torch.rand(4, 16, 16, 4, requires_grad=True)
+    terms = guidance(images, Condition(cameras=cameras, text="a red cube"), step=0)
+    terms["loss_sds"].backward()
+    assert images.grad[..., 3].abs().sum() > 0
+    assert train_multi_view_prior.parse_args(["--domain", "albedo"]).export_dir == DOMAIN_PRIOR_DIRS["albedo"]

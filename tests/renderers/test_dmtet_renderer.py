@@ -1,6 +1,7 @@
-"""framework.renderers.dmtet and .normal_map: the render dict of a DMTet, the normal map's camera
-frame, gradients from the silhouette and the normal map to the SDF, a mesh that changes between
-renders, and the material's albedo (PBR) in place of the representation's."""
+"""framework.renderers.dmtet, .normal_map and .depth_map: the render dict of a DMTet, the normal
+map's camera frame, the depth map's scale, gradients from the silhouette and the normal map to the
+SDF, a mesh that changes between renders, and the material's albedo (PBR) in place of the
+representation's."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 
 from framework.cameras.camera import CameraBatch
 from framework.cameras.distribution import OrbitDistribution
+from framework.renderers.depth_map import depth_map
 from framework.renderers.dmtet import DMTetRenderer
 from framework.renderers.normal_map import camera_space_normals, normal_map
 from framework.representations.background import SolidBackground
@@ -40,8 +42,8 @@ def test_render_keys_shapes_and_the_normal_map_of_a_sphere() -> None:
     (0.5, 0.5, 1), in every view; white and empty in the corners."""
     dmtet, cameras = _sphere(), _front_cameras(2)
     render = _render(dmtet, cameras)
-    assert set(render) == {"rgb", "normal_map", "opacity", "depth", "normal", "albedo", "info"}
-    for key, channels in (("rgb", 3), ("normal_map", 3), ("opacity", 1), ("depth", 1), ("normal", 3), ("albedo", 3)):
+    assert set(render) == {"rgb", "normal_map", "opacity", "depth", "normal", "albedo", "depth_map", "albedo_map", "info"}
+    for key, channels in (("rgb", 3), ("normal_map", 3), ("opacity", 1), ("depth", 1), ("normal", 3), ("albedo", 3), ("depth_map", 1), ("albedo_map", 3)):
         assert render[key].shape == (2, SIZE, SIZE, channels), key
     vertices, faces, sdf = dmtet.surface_with_sdf()
     assert torch.equal(render["info"]["faces"], faces) and torch.equal(render["info"]["vertices"], vertices)
@@ -103,6 +105,33 @@ def test_a_material_with_textures_gives_the_albedo() -> None:
     torch.testing.assert_close(render["albedo"][covered], expected.expand(int(covered.sum()), 3))
     assert torch.equal(render["albedo"][render["opacity"][..., 0] == 0], torch.zeros(int((render["opacity"] == 0).sum()), 3))
     assert not torch.allclose(render["rgb"][covered], expected.expand(int(covered.sum()), 3))  # lit, not the albedo
+
+
+def test_the_depth_map_and_albedo_map_a_prior_sees() -> None:
+    """RichDreamer's channels: the depth map of a sphere of radius 0.5 is 0.5 + 0.5 / 2 at its
+    nearest point and 0 off it; the albedo map is the albedo inside, white outside."""
+    render = _render(_sphere(0.5), _front_cameras(2))
+    centre = render["depth_map"][:, SIZE // 2 - 1 : SIZE // 2 + 1, SIZE // 2 - 1 : SIZE // 2 + 1]
+    torch.testing.assert_close(centre, torch.full_like(centre, 0.75), atol=0.02, rtol=0)
+    covered, empty = render["opacity"][..., 0] == 1, render["opacity"][..., 0] == 0
+    assert torch.equal(render["depth_map"][empty], torch.zeros(int(empty.sum()), 1))
+    assert (render["depth_map"][covered] > 0.5).all() and (render["depth_map"][covered] <= 0.76).all()
+    assert torch.equal(render["albedo_map"][covered], render["albedo"][covered])
+    assert torch.equal(render["albedo_map"][empty], torch.ones(int(empty.sum()), 3))
+
+
+def test_a_depth_map_does_not_depend_on_the_camera_distance() -> None:
+    """The origin maps to 0.5 from any distance; a point `radius` nearer to 1, farther to 0;
+    nothing seen to 0; a bad radius is named."""
+    cameras = CameraBatch.from_orbit(torch.tensor([10.0, 40.0]), torch.tensor([0.0, 120.0]), torch.tensor([2.0, 3.5]), torch.full((2,), 42.0), 2)
+    distance = torch.tensor([2.0, 3.5]).view(2, 1, 1, 1)
+    depth = distance + torch.tensor([0.0, -1.0, 1.0, 7.0]).view(1, 2, 2, 1)
+    coverage = torch.tensor([1.0, 1.0, 1.0, 0.0]).view(1, 2, 2, 1).expand(2, 2, 2, 1)
+    expected = torch.tensor([0.5, 1.0, 0.0, 0.0]).view(1, 2, 2, 1).expand(2, 2, 2, 1)
+    torch.testing.assert_close(depth_map(depth, coverage, cameras), expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(depth_map(depth, coverage, cameras, radius=2.0)[:, 0, 1], torch.full((2, 1), 0.75), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="radius=0"):
+        depth_map(depth, coverage, cameras, radius=0)
 
 
 def test_the_texture_field_is_queried_once_per_covered_pixel() -> None:
