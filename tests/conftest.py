@@ -24,6 +24,8 @@ from bundled.prior.novel_view_model import (
 from bundled.prior.sampling import load_prior
 from bundled.prior.weights import save_prior
 from framework.guidance.camera_projection import camera_projection
+from framework.guidance.mvdream_checkpoint import mvdream_unet_config
+from tests.ldm_layout import ldm_unet_state_dict, ldm_vae_state_dict
 
 
 TINY_PIXEL = PriorArchitecture(resolution=32, text_width=32, text_layers=1, block_channels=(8, 16, 16, 16), attention_head_dim=8)
@@ -176,3 +178,33 @@ def tiny_point_cloud_prior(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("tiny_point_cloud_prior") / "prior"
     save_point_cloud_prior(folder, build_point_cloud_model(arch), build_text_encoder(arch), CONVENTION, {"test": True})
     return folder
+
+
+def tiny_richdreamer_modules(base_folder: Path) -> dict[str, torch.nn.Module]:
+    """RichDreamer's checkpoints' modules at the tiny latent prior's sizes, random (seeded):
+    the normal-depth model's multi-view UNet and 4-channel VAE, the albedo model's 5-channel UNet."""
+    unet_config = mvdream_unet_config(UNet2DConditionModel.load_config(str(base_folder), subfolder="unet"))
+    vae_config = {key: value for key, value in AutoencoderKL.load_config(str(base_folder), subfolder="vae").items() if not key.startswith("_")}
+    torch.manual_seed(0)
+    return {
+        "normal_depth_unet": UNet2DConditionModel.from_config(unet_config),
+        "normal_depth_vae": AutoencoderKL.from_config({**vae_config, "in_channels": 4, "out_channels": 4}),
+        "albedo_unet": UNet2DConditionModel.from_config({**unet_config, "in_channels": 5}),
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_richdreamer_checkpoints(tmp_path_factory: pytest.TempPathFactory, tiny_latent_prior: Path) -> dict[str, Path]:
+    """`tiny_richdreamer_modules` written as RichDreamer's LDM checkpoints (safetensors):
+    {"normal_depth": UNet + first_stage_model, "albedo": UNet}."""
+    modules = tiny_richdreamer_modules(tiny_latent_prior)
+    folder = tmp_path_factory.mktemp("tiny_richdreamer")
+    states = {
+        "normal_depth": {**ldm_unet_state_dict(modules["normal_depth_unet"]), **ldm_vae_state_dict(modules["normal_depth_vae"])},
+        "albedo": ldm_unet_state_dict(modules["albedo_unet"]),
+    }
+    paths = {}
+    for name, state in states.items():
+        paths[name] = folder / f"{name}_mv.safetensors"
+        save_file({key: value.contiguous() for key, value in state.items()}, str(paths[name]))
+    return paths

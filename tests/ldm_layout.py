@@ -1,10 +1,11 @@
-"""The original LDM (CompVis `openaimodel.UNetModel`) key names of a diffusers SD-style UNet, to
-write tiny checkpoints in the layout real ones have (MVDream's `camera_embed` included). Written
-from LDM's module structure; the tests check it by converting back with diffusers' helpers."""
+"""The original LDM (CompVis `openaimodel.UNetModel`, `AutoencoderKL`) key names of a diffusers
+SD-style UNet and VAE, to write tiny checkpoints in the layout real ones have (MVDream's
+`camera_embed` included; RichDreamer's VAE under `first_stage_model.`). Written from LDM's module
+structure; the tests check it by converting back with diffusers' helpers."""
 
 from __future__ import annotations
 
-from diffusers import UNet2DConditionModel
+from diffusers import AutoencoderKL, UNet2DConditionModel
 from torch import Tensor
 
 _RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1", "norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
@@ -66,3 +67,35 @@ def _ldm_block_names(unet: UNet2DConditionModel) -> dict[str, str]:
     return dict(sorted(names.items(), key=lambda item: -len(item[0])))
 
 
+
+
+_VAE_RESNET = {"norm1": "norm1", "conv1": "conv1", "norm2": "norm2", "conv2": "conv2", "conv_shortcut": "nin_shortcut"}
+_VAE_ATTENTION = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
+
+
+def ldm_vae_state_dict(vae: AutoencoderKL, prefix: str = "first_stage_model.") -> dict[str, Tensor]:
+    """`vae`'s weights under LDM key names (its attention projections as 1x1 convolutions)."""
+    levels = len(vae.config.block_out_channels)
+    out = {}
+    for key, value in vae.state_dict().items():
+        name = key.replace("conv_norm_out", "norm_out")
+        for side in ("encoder", "decoder"):
+            name = name.replace(f"{side}.mid_block.resnets.0.", f"{side}.mid.block_1.").replace(f"{side}.mid_block.resnets.1.", f"{side}.mid.block_2.")
+            name = name.replace(f"{side}.mid_block.attentions.0.", f"{side}.mid.attn_1.")
+        parts = name.split(".")
+        if parts[1] == "down_blocks":
+            parts[1:3] = ["down", parts[2]]
+        elif parts[1] == "up_blocks":  # LDM numbers the decoder's levels from the finest
+            parts[1:3] = ["up", str(levels - 1 - int(parts[2]))]
+        name = ".".join(parts).replace(".resnets.", ".block.").replace(".downsamplers.0.", ".downsample.").replace(".upsamplers.0.", ".upsample.")
+        if ".block." in name or ".block_" in name:
+            head, layer, leaf = name.rsplit(".", 2)
+            name = f"{head}.{_VAE_RESNET[layer]}.{leaf}"
+        if ".attn_1." in name:
+            head, _, rest = name.partition(".attn_1.")
+            layer, _, leaf = rest.rpartition(".")
+            name = f"{head}.attn_1.{_VAE_ATTENTION[layer]}.{leaf}"
+            if value.dim() == 2:
+                value = value[:, :, None, None]
+        out[prefix + name] = value
+    return out

@@ -30,7 +30,7 @@ class LatentDiffusionGuidance(ScoreDistillation):
         self.tokenizer = load_component(AutoTokenizer, self.pretrained, "tokenizer")
         self.text_encoder = load_component(CLIPTextModel, self.pretrained, "text_encoder")
         self.unet = self.load_unet()
-        self.vae = load_component(AutoencoderKL, self.pretrained, "vae")
+        self.vae = self.load_vae()
         self.scheduler = load_component(DDPMScheduler, self.pretrained, "scheduler")
         for module in (self.text_encoder, self.unet):
             module.requires_grad_(False).eval().to(self.device, self.dtype)
@@ -40,6 +40,10 @@ class LatentDiffusionGuidance(ScoreDistillation):
     def load_unet(self) -> UNet2DConditionModel:
         """The denoiser: the folder's own (a subclass may read another checkpoint)."""
         return load_component(UNet2DConditionModel, self.pretrained, "unet")
+
+    def load_vae(self) -> AutoencoderKL:
+        """The VAE: the folder's own (a subclass may read another checkpoint)."""
+        return load_component(AutoencoderKL, self.pretrained, "vae")
 
     @torch.no_grad()
     def encode_text(self, prompts: list[str]) -> Tensor:

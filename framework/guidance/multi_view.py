@@ -29,6 +29,9 @@ class _MultiViewConditioning:
     unet: Any
     device: torch.device
     dtype: torch.dtype
+    # How the cameras are read (`camera_condition`): MVDream's unless a model says otherwise.
+    camera_rotate_z_deg: float = 0.0
+    camera_distance_scale: float | None = None
 
     def _enable_multi_view(self, num_views: int) -> None:
         config = self.unet.config
@@ -50,7 +53,7 @@ class _MultiViewConditioning:
                 f"(camera.views_per_group={self.num_views} makes each batch_size entry one group)"
             )
         conditional, unconditional = super().conditioning(condition)  # type: ignore[misc]
-        cameras = camera_condition(condition.cameras).to(self.device)
+        cameras = camera_condition(condition.cameras, self.camera_rotate_z_deg, self.camera_distance_scale).to(self.device)
         return (conditional, cameras), (unconditional, cameras)
 
     def model_output(self, noisy: Tensor, timesteps: Tensor, *conditioning: Tensor) -> Tensor:

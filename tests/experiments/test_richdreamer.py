@@ -79,3 +79,34 @@ def test_tiny_richdreamer_run_resumes_exactly_with_two_slots_and_keeps_the_prior
     rows = [row for row in csv.DictReader(open(straight / "metrics.csv")) if row.get("train/loss")]
     assert [bool(row.get("train/loss_main_sds")) for row in rows] == [True] * GEOMETRY + [False] * APPEARANCE
     assert [bool(row.get("train/loss_albedo_sds")) and bool(row.get("train/loss_rgb_sds")) for row in rows] == [False] * GEOMETRY + [True] * APPEARANCE
+
+
+def test_richdreamer_runs_on_its_own_checkpoints_and_stable_diffusion(tmp_path, tiny_latent_prior, tiny_richdreamer_checkpoints):
+    """The real layouts in the same stages: the normal-depth model on [normal_map, depth_map], the
+    albedo model on [albedo_map, depth_map], Stable Diffusion on the shaded render; 2 steps each."""
+    overrides = [
+        "experiment=richdreamer",
+        "prompt=a red cube",
+        *tiny_richdreamer_overrides(tmp_path, tiny_latent_prior, tiny_latent_prior, tiny_latent_prior, geometry_steps=2, appearance_steps=2),
+        "guidance=richdreamer_normal_depth",
+        f"guidance.checkpoint={tiny_richdreamer_checkpoints['normal_depth']}",
+        "guidance.negative_prompt=",
+        "guidance.resolution=32",
+        "guidance@guidance_slots.albedo=richdreamer_albedo",
+        f"guidance_slots.albedo.checkpoint={tiny_richdreamer_checkpoints['albedo']}",
+        f"guidance_slots.albedo.pretrained={tiny_latent_prior}",
+        "guidance_slots.albedo.resolution=32",
+        "guidance_slots.albedo.embedding_cache_dir=null",
+        "guidance@guidance_slots.rgb=stable_diffusion",
+        f"guidance_slots.rgb.pretrained={tiny_latent_prior}",
+        "guidance_slots.rgb.resolution=32",
+        "guidance_slots.rgb.embedding_cache_dir=null",
+    ]
+    cfg = compose_config(overrides)
+    assert cfg.camera.resolution == 32  # the tiny overrides' (a latent prior's default: 128)
+    run_dir = run(cfg)
+    rows = [row for row in csv.DictReader(open(run_dir / "metrics.csv")) if row.get("train/loss")]
+    assert [bool(row.get("train/loss_main_sds")) for row in rows] == [True, True, False, False]
+    assert all(row.get("train/loss_albedo_sds") and row.get("train/loss_rgb_sds") for row in rows[2:])
+    assert (run_dir / "export/model.glb").is_file()
+    assert compose_config(["experiment=richdreamer", "prompt=a red cube", "guidance=richdreamer_normal_depth"]).camera.resolution == 128
