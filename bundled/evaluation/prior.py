@@ -38,7 +38,7 @@ from tqdm import tqdm
 from bundled.evaluation.metrics import classify_colour, foreground_mask, mean_colour, nearest_candidate
 from bundled.evaluation.view_classifier import TRAIN_STEPS, FrontBackClassifier, train_front_back_classifier
 from bundled.world.objects import COLOURS, OBJECTS, caption, normal_map_caption
-from bundled.world.render import render_albedo, render_normal_map, render_object
+from bundled.world.render import render_normal_map, render_object
 from framework.cameras.camera import CameraBatch
 from framework.guidance.prompts import VIEWS, view_dependent_prompt
 
@@ -135,7 +135,6 @@ def build_references(
     """Render every object in every colour from every grid view (the default grid takes about
     half a minute for the whole world on one CPU core); with `albedo`, unlit (RichDreamer's albedo
     domain), so an albedo sample is judged against albedo."""
-    render = render_albedo if albedo else render_object
     for name in objects:
         if name not in OBJECTS:
             raise ValueError(f"object {name!r} is not in the bundled world {sorted(OBJECTS)}")
@@ -150,7 +149,7 @@ def build_references(
         for o, name in enumerate(objects):
             for c, colour in enumerate(colours):
                 # One sample per pixel: the references are many, and 32 px blurs the edges anyway.
-                rgb, _ = render(OBJECTS[name], colour, cameras, supersample=1)
+                rgb, _ = render_object(OBJECTS[name], colour, cameras, supersample=1, lit=not albedo)
                 images[o, c] = (rgb * 255.0).round().to(torch.uint8)
                 colour_means[o, c] = mean_colour(rgb, foreground_mask(rgb)).nanmean(dim=0)
                 bar.update(1)

@@ -15,7 +15,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from bundled.world.objects import COLOURS, OBJECTS, caption, normal_map_caption
-from bundled.world.render import render_albedo, render_normal_depth, render_normal_map, render_object
+from bundled.world.render import render_normal_depth, render_normal_map, render_object
 from framework.cameras.camera import CameraBatch
 from framework.cameras.distribution import OrbitDistribution
 from framework.guidance.prompts import VIEWS, view_dependent_prompt, view_index
@@ -103,10 +103,8 @@ def _render_chunk(obj: Tensor, colour: Tensor, cameras: CameraBatch, domain: str
             rgb, _ = render_normal_map(OBJECTS[OBJECT_NAMES[o]], cameras.subset(rows))
         elif domain == "normal_depth":
             rgb, _ = render_normal_depth(OBJECTS[OBJECT_NAMES[o]], cameras.subset(rows))
-        elif domain == "albedo":
-            rgb, _ = render_albedo(OBJECTS[OBJECT_NAMES[o]], COLOUR_NAMES[c], cameras.subset(rows))
         else:
-            rgb, _ = render_object(OBJECTS[OBJECT_NAMES[o]], COLOUR_NAMES[c], cameras.subset(rows))
+            rgb, _ = render_object(OBJECTS[OBJECT_NAMES[o]], COLOUR_NAMES[c], cameras.subset(rows), lit=domain != "albedo")
         images[rows] = (rgb * 255).round().to(torch.uint8)
     return images, view_index(cameras.elevation_deg, cameras.azimuth_deg)
 

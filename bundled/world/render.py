@@ -55,16 +55,18 @@ def _normals(obj: ProceduralObject, points: Tensor, eps: float = 1e-3) -> Tensor
 
 
 @torch.no_grad()
-def render_object(obj: ProceduralObject, colour: str, cameras: CameraBatch, supersample: int = 2) -> tuple[Tensor, Tensor]:
-    """Shaded RGB [B, H, W, 3] in [0, 1] on white, and coverage masks [B, H, W] in [0, 1]."""
+def render_object(obj: ProceduralObject, colour: str, cameras: CameraBatch, supersample: int = 2, lit: bool = True) -> tuple[Tensor, Tensor]:
+    """Shaded RGB [B, H, W, 3] in [0, 1] on white, and coverage masks [B, H, W] in [0, 1]; with
+    `lit=False` the unlit colours (the albedo: RichDreamer's albedo domain)."""
     fine, shape, index, points = _trace(obj, cameras, supersample)
     rgb = points.new_ones(shape[0] * shape[1] * shape[2], 3)
     if index.numel() > 0:
         _, part = obj.evaluate(points)
         albedo = obj.part_colours(colour).to(points)[part]
-        normals = _normals(obj, points)
-        light = WORLD_LIGHT.directions(fine).repeat_interleave(shape[1] * shape[2], dim=0)[index]
-        rgb[index] = (albedo * WORLD_LIGHT.brightness(normals, light)).clamp(0.0, 1.0)
+        if lit:
+            light = WORLD_LIGHT.directions(fine).repeat_interleave(shape[1] * shape[2], dim=0)[index]
+            albedo = (albedo * WORLD_LIGHT.brightness(_normals(obj, points), light)).clamp(0.0, 1.0)
+        rgb[index] = albedo
     return _downsample(rgb.view(*shape, 3), supersample), _coverage(shape, index, supersample)
 
 
@@ -98,17 +100,6 @@ def render_normal_depth(obj: ProceduralObject, cameras: CameraBatch, supersample
     coverage = hit.view(*shape, 1)
     image = torch.cat([normal_map(normals.view(*shape, 3), coverage, fine), depth_map(depth.view(*shape, 1), coverage, fine)], dim=-1)
     return _downsample(image, supersample), _coverage(shape, index, supersample)
-
-
-@torch.no_grad()
-def render_albedo(obj: ProceduralObject, colour: str, cameras: CameraBatch, supersample: int = 2) -> tuple[Tensor, Tensor]:
-    """Unlit colours [B, H, W, 3] in [0, 1] on white, and coverage masks [B, H, W]."""
-    _, shape, index, points = _trace(obj, cameras, supersample)
-    rgb = points.new_ones(shape[0] * shape[1] * shape[2], 3)
-    if index.numel() > 0:
-        _, part = obj.evaluate(points)
-        rgb[index] = obj.part_colours(colour).to(points)[part]
-    return _downsample(rgb.view(*shape, 3), supersample), _coverage(shape, index, supersample)
 
 
 def _trace(obj: ProceduralObject, cameras: CameraBatch, supersample: int) -> tuple[CameraBatch, tuple[int, int, int], Tensor, Tensor]:

@@ -22,7 +22,7 @@ from bundled.prior.multi_view_model import DOMAIN_PRIOR_DIRS, MULTI_VIEW_PRIOR_D
 from bundled.prior.sampling import load_prior  # noqa: E402
 from bundled.prior.view_pairs import ViewGroups, render_view_groups  # noqa: E402
 from bundled.world.objects import OBJECTS, caption  # noqa: E402
-from bundled.world.render import render_albedo, render_normal_depth  # noqa: E402
+from bundled.world.render import render_normal_depth, render_object  # noqa: E402
 from bundled.prior.weights import BUNDLED_PRIOR_DIR  # noqa: E402
 from framework.cameras.camera import CameraBatch  # noqa: E402
 from framework.cameras.distribution import OrbitDistribution  # noqa: E402
@@ -195,7 +195,7 @@ def test_true_normal_depth_and_albedo_views_pass_their_judges():
     assert scores["shape"].float().mean() >= 0.9 and scores["depth"].all()
     swapped = torch.cat([normal_depth[..., :3], normal_depth.roll(4, dims=0)[..., 3:]], dim=-1)  # each set's depth from another object
     assert not score_normal_depth_views(swapped, view_prompts)["depth"].all()
-    albedo = torch.cat([render_albedo(OBJECTS[p.object], p.colour, cameras.subset(slice(4 * i, 4 * i + 4)))[0] for i, p in enumerate(prompts)])
+    albedo = torch.cat([render_object(OBJECTS[p.object], p.colour, cameras.subset(slice(4 * i, 4 * i + 4)), lit=False)[0] for i, p in enumerate(prompts)])
     colour_ok, shape_ok = score_plain(albedo, view_prompts, build_references(["cone", "cube", "torus"], sorted(COLOUR_NAMES), albedo=True))
     assert colour_ok.all() and shape_ok.float().mean() >= 0.9
 
