@@ -56,8 +56,19 @@ def test_each_stage_shows_each_prior_its_own_channels(tmp_path, priors, monkeypa
     assert torch.equal(system.slots["albedo"].inputs(render, system.representation), render["albedo_map"])
 
 
+@pytest.fixture
+def one_thread():
+    """Torch on one CPU thread for the test. With two, two identical RichDreamer runs differ in the
+    last bits from their second step (2026-12-06, not yet traced: some parallel CPU reduction of
+    the 4-view DMTet step; one view of Fantasia3D at this size stays exact)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.slow
-def test_tiny_richdreamer_run_resumes_exactly_with_two_slots_and_keeps_the_priors_out(tmp_path, priors):
+def test_tiny_richdreamer_run_resumes_exactly_with_two_slots_and_keeps_the_priors_out(tmp_path, priors, one_thread):
     """Stopped in the geometry stage and in the two-slot appearance stage, resumed each time: bit
     for bit the uninterrupted run. No checkpoint holds a prior's weights."""
     straight = run(compose_config(_overrides(tmp_path / "straight", priors)))
@@ -70,7 +81,7 @@ def test_tiny_richdreamer_run_resumes_exactly_with_two_slots_and_keeps_the_prior
         assert (a["global_step"], a["stage"]) == (b["global_step"], b["stage"])
         assert a["state_dict"].keys() == b["state_dict"].keys()
         for key in a["state_dict"]:
-            torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=0, atol=0, msg=key)
+            torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=0, atol=0, msg=f"stop {stop}: {key}")
     state = load_checkpoint_file(straight / "ckpts/last.ckpt")
     assert state["stage"] == "appearance"
     assert not [key for key in state["state_dict"] if key.startswith("guidance") or "unet" in key or "text_encoder" in key]

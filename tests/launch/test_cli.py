@@ -32,7 +32,7 @@ def test_help_starts_with_a_usage_line_naming_prompt_and_the_experiments(tmp_pat
     result = _launch("--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     usage = result.stdout.splitlines()[:4]
-    assert usage[0].startswith("usage: python -m framework.launch experiment=<dreamfusion|dreamgaussian|fantasia3d|gsgen|magic3d|mvdream|prolificdreamer|zero123> prompt=")
+    assert usage[0].startswith("usage: python -m framework.launch experiment=<dreamfusion|dreamgaussian|fantasia3d|gsgen|magic3d|mvdream|prolificdreamer|richdreamer|zero123> prompt=")
     assert any("experiment=zero123 image=<file>" in line for line in usage)
     assert any(line.startswith("prompt= is required") for line in usage)
 
@@ -82,7 +82,7 @@ def test_more_bad_inputs_each_give_exactly_one_line_naming_the_value(tmp_path):
     not_an_image = tmp_path / "prompt.png"
     not_an_image.write_text("a text file named like an image")
     cases = [
-        (["guidance=nope"], "In 'config': Could not find 'guidance/nope'; the options are bundled, bundled_mv, bundled_points, deepfloyd_if, mvdream, novel_view, stable_diffusion, zero123"),
+        (["guidance=nope"], "In 'config': Could not find 'guidance/nope'; the options are bundled, bundled_albedo, bundled_mv, bundled_normal_depth, bundled_points, deepfloyd_if, mvdream, novel_view, richdreamer_albedo, richdreamer_normal_depth, stable_diffusion, zero123"),
         (["hydra/launcher=nope"], "Could not find 'hydra/launcher/nope'; the options are basic, "),
         (["guidance=stable_diffusion", "guidance.resolution=100"], "resolution=100: a latent diffusion model needs a positive multiple of 8"),
         ([f"guidance.pretrained={incomplete}"], f"model folder '{incomplete}' is incomplete: it has no 'tokenizer' subfolder"),

@@ -14,18 +14,25 @@ from tests.helpers import EXPERIMENTS, compose_config, tiny_overrides
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_composes_and_builds(experiment, tmp_path, tiny_pixel_prior, tiny_novel_view_prior, tiny_multi_view_prior, tiny_point_cloud_prior, front_view_png):
+def test_every_experiment_composes_and_builds(experiment, tmp_path, tiny_pixel_prior, tiny_novel_view_prior, tiny_multi_view_prior, tiny_normal_depth_prior, tiny_point_cloud_prior, front_view_png):
     """Every `_target_` of the composed config is instantiated: the system with its stages,
     slots, conversions and losses, the camera datamodule, every callback and logger."""
     condition = {
         "zero123": [f"image={front_view_png}", f"guidance.pretrained={tiny_novel_view_prior}"],  # image-to-3D
         "mvdream": ["prompt=a red cube", f"guidance.pretrained={tiny_multi_view_prior}"],
         "gsgen": ["prompt=a red cube", f"guidance.pretrained={tiny_pixel_prior}", f"guidance_slots.points.pretrained={tiny_point_cloud_prior}"],
+        "richdreamer": [
+            "prompt=a red cube",
+            f"guidance.pretrained={tiny_normal_depth_prior}",
+            f"guidance_slots.albedo.pretrained={tiny_multi_view_prior}",
+            f"guidance_slots.rgb.pretrained={tiny_pixel_prior}",
+        ],
     }.get(experiment, ["prompt=a red cube", f"guidance.pretrained={tiny_pixel_prior}"])
     cfg = compose_config([f"experiment={experiment}", *condition, f"run_dir={tmp_path}", "guidance.embedding_cache_dir=null", "logger=csv"])
     system, datamodule = build_system(cfg, torch.device("cpu"))
     assert sum(stage.steps for stage in system.stages[:-1]) < cfg.trainer.max_steps
-    assert system.save_dir == tmp_path / "save" and set(system.slots) == ({"main", "points"} if experiment == "gsgen" else {"main"})
+    slots = {"gsgen": {"main", "points"}, "richdreamer": {"main", "albedo", "rgb"}}.get(experiment, {"main"})
+    assert system.save_dir == tmp_path / "save" and set(system.slots) == slots
     assert isinstance(datamodule.training_batch(0).c2w, torch.Tensor)
     for name, node in {**cfg.callbacks, **cfg.logger}.items():
         assert instantiate(node) is not None, name
