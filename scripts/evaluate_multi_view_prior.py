@@ -24,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bundled.evaluation.multi_view_prior import evaluate_multi_view_prior  # noqa: E402
+from bundled.prior.dataset import domain_channels  # noqa: E402
 from bundled.prior.multi_view_model import DOMAIN_PRIOR_DIRS, NUM_VIEWS  # noqa: E402
 from bundled.prior.sampling import load_prior  # noqa: E402
 from bundled.world.objects import COLOURS, OBJECTS  # noqa: E402
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     prior = load_prior(args.prior, args.device)
     channels = prior.unet.config.in_channels
-    if channels != (4 if args.domain == "normal_depth" else 3):
+    if channels != domain_channels(args.domain):
         print(f"error: --prior={args.prior} draws {channels}-channel images, not the {args.domain} domain's", file=sys.stderr)
         sys.exit(2)
     result = evaluate_multi_view_prior(prior, args.objects, tuple(COLOURS), args.sets_per_prompt, args.seed, args.steps, args.guidance_scale, args.view_dependent_prompts, args.domain)

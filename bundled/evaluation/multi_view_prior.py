@@ -25,7 +25,7 @@ from torch import Tensor
 from bundled.evaluation.metrics import mask_iou
 from bundled.evaluation.prior import PriorPrompt, build_normal_map_references, build_references, compare_size, score_normal_maps, score_plain
 from bundled.evaluation.view_classifier import FrontBackClassifier
-from bundled.prior.multi_view_model import NUM_VIEWS
+from bundled.prior.multi_view_model import DOMAIN_PRIOR_DIRS, NUM_VIEWS
 from bundled.prior.sampling import LoadedPrior, sample_images
 from bundled.world.objects import COLOURS, OBJECTS
 from framework.cameras.camera import CameraBatch
@@ -89,8 +89,8 @@ def evaluate_multi_view_prior(
     `view_dependent_prompts` each view's caption also names the view its camera sees (", back
     view"), as the text prior was trained and as `guidance.view_dependent=true` conditions.
     `domain`: what the prior draws, "colour", "normal_depth" or "albedo" (RichDreamer's)."""
-    if domain not in ("colour", "normal_depth", "albedo"):
-        raise ValueError(f"domain={domain!r}: must be 'colour', 'normal_depth' or 'albedo'")
+    if domain not in DOMAIN_PRIOR_DIRS:
+        raise ValueError(f"domain={domain!r}: must be one of {tuple(DOMAIN_PRIOR_DIRS)}")
     generator = torch.Generator().manual_seed(seed)
     prompts = [PriorPrompt(c, o) for o in objects for c in colours for _ in range(sets_per_prompt)]
     cameras = OrbitDistribution().sample_groups(len(prompts), NUM_VIEWS, prior.resolution, generator)
