@@ -61,3 +61,23 @@ def test_every_documented_launch_command_composes(document):
             compose_config(overrides)
         except Exception as error:  # noqa: BLE001 - the message names the command
             pytest.fail(f"{document}: {command!r} does not compose: {error}")
+
+
+def _config_table_rows() -> dict[str, str]:
+    """README's config-tree table: each row's backticked group names -> the row's options cell."""
+    section = (ROOT / "README.md").read_text().split("## The config tree", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = line.split("|")
+        if len(cells) >= 4 and "`" in cells[1]:
+            for group in re.findall(r"`([\w.<>]+)`", cells[1]):
+                rows[group] = cells[2]
+    return rows
+
+
+@pytest.mark.parametrize("group", sorted(p.name for p in (ROOT / "conf").iterdir() if p.is_dir() and p.name != "hydra"))
+def test_readme_config_table_names_every_option_of_the_group(group):
+    """A new experiment, prior or representation is listed where users look for the choices."""
+    options = _config_table_rows()[group]
+    missing = [p.stem for p in sorted((ROOT / "conf" / group).glob("*.yaml")) if f"`{p.stem}`" not in options and f"/{p.stem}`" not in options and f"`{p.stem}/" not in options and f"/{p.stem}/" not in options]
+    assert not missing, f"README's config table omits conf/{group}: {missing}"
