@@ -12,6 +12,8 @@ from nerfacc import accumulate_along_rays, render_weight_from_density
 from torch import Tensor, nn
 
 from framework.cameras.camera import CameraBatch
+from framework.renderers.depth_map import depth_map
+from framework.renderers.normal_map import normal_map
 from framework.renderers.occupancy import OccupancyGrid
 from framework.representations.materials import Shading
 from framework.representations.nerf import NeRFField
@@ -28,8 +30,11 @@ def unit_sphere_interval(origins: Tensor, directions: Tensor, radius: float = 1.
 
 
 class VolumeRenderer(nn.Module):
-    """Renders `rgb`, `opacity`, `depth`, `normal`, `albedo` and `z_variance` maps, all
-    [B, H, W, C] (`normal` when the material shades with normals or in training).
+    """Renders `rgb`, `opacity`, `depth` (along the ray), `normal`, `albedo` and `z_variance`
+    maps, all [B, H, W, C] (`normal` when the material shades with normals or in training), and
+    the images a prior of other domains sees, as the DMTet renderer gives them: `depth_map`
+    (`framework.renderers.depth_map`) and, with normals, `normal_map`
+    (`framework.renderers.normal_map`), both blended by the opacity.
 
     Args:
         n_samples: stratified samples per ray (training jitters them with the renderer's
@@ -105,6 +110,11 @@ class VolumeRenderer(nn.Module):
         if normals is not None:
             outputs["normal"] = composite(normals)
         maps = {key: value.view(B, H, W, -1) for key, value in outputs.items()}
+        forward = -cameras.c2w[:, :3, 2].to(directions)  # OpenGL: the camera looks down its -z
+        along_view_axis = (directions.view(B, H, W, 3) * forward.view(B, 1, 1, 3)).sum(dim=-1, keepdim=True)
+        maps["depth_map"] = depth_map(maps["depth"] * along_view_axis, maps["opacity"], cameras)
+        if normals is not None:
+            maps["normal_map"] = normal_map(maps["normal"], maps["opacity"], cameras)
         # Per-sample quantities for regularisers (e.g. the orientation loss).
         if normals is not None:
             maps["sample_weights"] = kept_weights

@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from framework.cameras.camera import CameraBatch
+from framework.renderers.normal_map import camera_space_normals
 from framework.renderers.occupancy import OccupancyGrid
 from framework.renderers.volume import VolumeRenderer, unit_sphere_interval
 from framework.representations.background import MLPBackground, RandomSolidBackground, SolidBackground
@@ -138,3 +139,31 @@ def test_mlp_background_is_a_learnable_function_of_the_direction():
     assert distinct.sum() == 32 * 31 - 2 and (gaps[distinct] > 1e-4).all()
     colours.square().sum().backward()
     assert all(parameter.grad is not None and parameter.grad.abs().sum() > 0 for parameter in background.parameters())
+
+
+def test_normal_and_depth_maps_of_a_dense_ball_match_the_analytic_sphere():
+    """What a normal-depth prior sees of a NeRF: on a near-opaque ball, each covered pixel's
+    normal-map colour and depth-map value are those of the ray's hit on the sphere (the DMTet
+    renderer's and the world's conventions), from any orbit camera; the background is white and 0."""
+    radius = 0.5
+    cameras = CameraBatch.from_orbit(torch.tensor([0.0, 30.0]), torch.tensor([0.0, 120.0]), torch.tensor([3.0, 2.5]), torch.tensor([40.0, 40.0]), 24)
+    renderer = VolumeRenderer(n_samples=256)
+    material = DiffuseMaterial()
+    maps = renderer(ConstantBall(sigma=500.0, radius=radius), material, SolidBackground(), cameras, material.sample_shading(cameras, False), training=True)
+    origins, directions = cameras.rays()
+    b = (origins * directions).sum(-1)
+    c = (origins * origins).sum(-1) - radius**2
+    hit = b * b - c > 0
+    t = -b - (b * b - c).clamp(min=0).sqrt()
+    points = origins + t[..., None] * directions
+    normals = camera_space_normals(torch.nn.functional.normalize(points, dim=-1), cameras)
+    forward = -cameras.c2w[:, :3, 2]
+    axis_depth = ((points - origins) * forward[:, None, None]).sum(-1)
+    centre_depth = (cameras.position * cameras.c2w[:, :3, 2]).sum(-1)
+    expected_depth = 0.5 + (centre_depth[:, None, None] - axis_depth) / 2.0
+    covered = maps["opacity"][..., 0] > 0.999
+    assert covered.sum() > 100 and torch.equal(covered, covered & hit)
+    torch.testing.assert_close(maps["normal_map"][covered], ((normals + 1) / 2)[covered], atol=0.03, rtol=0)
+    torch.testing.assert_close(maps["depth_map"][..., 0][covered], expected_depth[covered], atol=0.01, rtol=0)
+    empty = maps["opacity"][..., 0] == 0
+    assert empty.any() and torch.equal(maps["normal_map"][empty], torch.ones(int(empty.sum()), 3)) and (maps["depth_map"][empty] == 0).all()
