@@ -10,7 +10,7 @@ import torch
 
 from bundled.evaluation.metrics import foreground_mask, mask_iou
 from bundled.evaluation.prior import PriorPrompt, ReferenceGrid, build_references, evaluate_prior, score_plain
-from bundled.prior.multi_view_model import MULTI_VIEW_PRIOR_DIR
+from bundled.prior.multi_view_model import DOMAIN_PRIOR_DIRS, MULTI_VIEW_PRIOR_DIR
 from bundled.prior.novel_view_model import NOVEL_VIEW_PRIOR_DIR
 from bundled.prior.sampling import load_prior, sample_images
 from bundled.prior.weights import BUNDLED_PRIOR_DIR
@@ -39,17 +39,20 @@ def test_bundled_prior_is_small_and_complete():
 
 
 @pytest.mark.parametrize(
-    ("experiment", "folder", "parts"),
+    ("experiment", "slot", "folder", "parts"),
     [
-        ("zero123", NOVEL_VIEW_PRIOR_DIR, ("unet", "image_encoder", "cc_projection")),
-        ("mvdream", MULTI_VIEW_PRIOR_DIR, ("unet", "text_encoder")),
+        ("zero123", "main", NOVEL_VIEW_PRIOR_DIR, ("unet", "image_encoder", "cc_projection")),
+        ("mvdream", "main", MULTI_VIEW_PRIOR_DIR, ("unet", "text_encoder")),
+        ("richdreamer", "main", DOMAIN_PRIOR_DIRS["normal_depth"], ("unet", "text_encoder")),
+        ("richdreamer", "albedo", DOMAIN_PRIOR_DIRS["albedo"], ("unet", "text_encoder")),
     ],
 )
-def test_the_image_and_multi_view_priors_ship_within_15_mb_and_their_experiments_load_them(experiment, folder, parts):
+def test_the_image_and_multi_view_priors_ship_within_15_mb_and_their_experiments_load_them(experiment, slot, folder, parts):
     files = [p for p in folder.rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in files) <= 15 * 2**20
     assert "provenance.json" in {p.name for p in files} and all((folder / part).is_dir() for part in parts)
-    guidance = compose_config([f"experiment={experiment}", "prompt=a red mug"]).guidance
+    config = compose_config([f"experiment={experiment}", "prompt=a red mug"])
+    guidance = config.guidance if slot == "main" else config.guidance_slots[slot]
     assert Path(guidance.pretrained).resolve() == folder
 
 
