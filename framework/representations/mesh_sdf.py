@@ -1,8 +1,9 @@
 """Signed distance fields from an inside/outside grid: the target a DMTet's SDF is fitted to.
 
-DMTet starts from the isosurface of a NeRF's density (Magic3D's conversion) or from a user's mesh
-(Fantasia3D). Either way the shape is first an occupancy grid (density above the threshold;
-winding number above 1/2), and its signed distance comes from two Euclidean distance transforms
+DMTet starts from the isosurface of a NeRF's density (Magic3D's conversion), from a user's mesh
+(Fantasia3D) or from a point-cloud prior's sample of a surface. Each way the shape is first an
+occupancy grid (density above the threshold; winding number above 1/2; what the points enclose),
+and its signed distance comes from two Euclidean distance transforms
 (scipy), exact to the grid's spacing, with the sign exactly the occupancy's. A nearest-point search
 against the surface instead is slow far from it and votes the sign from normals, which fails in
 concavities (a floater in the DMTet).
@@ -56,6 +57,32 @@ def sdf_from_occupancy(occupied: np.ndarray, bound: float = 1.0, min_component_f
     outside = ndimage.distance_transform_edt(~occupied) - 0.5
     inside = ndimage.distance_transform_edt(occupied) - 0.5
     return GridSDF(torch.from_numpy(np.where(occupied, -inside, outside) * spacing), bound)
+
+
+def occupancy_from_surface_points(points: Tensor, resolution: int = 48, bound: float = 1.0, shell_voxels: int = 4) -> np.ndarray:
+    """[R, R, R] bool over [-bound, bound]^3: the solid that points [N, 3] sampled on a closed
+    surface enclose. The points' voxels are thickened into a shell `shell_voxels` wide, so that
+    sparse samples leave no gap; what the outside cannot reach through the shell is inside (a
+    torus keeps its hole: the outside flows through it); the shell's thickness is then taken off
+    again, so the surface sits at the points.
+
+    Raises:
+        ValueError: if the points enclose nothing at this resolution (too sparse, or not a surface).
+    """
+    if points.ndim != 2 or points.shape[-1] != 3 or len(points) == 0:
+        raise ValueError(f"expected surface points [N, 3], got shape {tuple(points.shape)}")
+    index = ((points.detach().cpu().double() / bound + 1.0) * 0.5 * (resolution - 1)).round().long().clamp(0, resolution - 1).numpy()
+    shell = np.zeros((resolution,) * 3, dtype=bool)
+    shell[index[:, 0], index[:, 1], index[:, 2]] = True
+    ball = ndimage.iterate_structure(ndimage.generate_binary_structure(3, 1), shell_voxels)
+    shell = ndimage.binary_dilation(shell, ball)
+    labels, _ = ndimage.label(~shell)
+    border = np.unique(np.concatenate([labels[[0, -1]].ravel(), labels[:, [0, -1]].ravel(), labels[:, :, [0, -1]].ravel()]))
+    outside = np.isin(labels, border[border > 0])
+    solid = ndimage.binary_erosion(~outside, ball, border_value=0)
+    if not solid.any():
+        raise ValueError(f"the {len(points)} points enclose no volume on the {resolution}^3 grid (shell {shell_voxels} voxels): too sparse, or not a closed surface")
+    return solid
 
 
 def surface_samples(vertices: Tensor, faces: Tensor, count: int, generator: torch.Generator) -> Tensor:

@@ -1,0 +1,79 @@
+"""A point-cloud prior's sample -> a DMTet (the 3D prior's shape as a mesh's start).
+
+A DMTet started from an ellipsoid must grow every outline out of a ball under a 2D prior, and a
+normal-map prior at the noise levels that keep a surface clean hardly tells a ball from a cone.
+Starting from the 3D prior's answer to the prompt instead (GSGEN's idea, for a mesh) gives the 2D
+prior a shape to refine: the sampled surface points are closed into a solid
+(`occupancy_from_surface_points`), and the DMTet's SDF is fitted to that solid's signed distance.
+As a conversion it is a stage's entry, so the sample is drawn once, from its own seeded generator,
+and a resumed run restores the DMTet from its checkpoint instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from framework.cameras.camera import CameraBatch
+from framework.guidance.point_cloud_prior import load_point_cloud_model
+from framework.guidance.point_cloud_sampling import sample_point_clouds
+from framework.representations.dmtet import DMTet
+from framework.representations.mesh_sdf import occupancy_from_surface_points, sdf_from_occupancy
+
+
+class PointCloudToDMTet:
+    """Args:
+    dmtet: builds the (empty) DMTet: a callable taking an `init` keyword (a Hydra `_partial_`
+        of `DMTet`).
+    pretrained, clip_model: the point prior (as `PointCloudGuidance` takes them).
+    prompt: what to sample.
+    target: the name of the representation it makes.
+    steps, guidance_scale: of the DDIM sampler.
+    points: points sampled (None: the prior's own count).
+    grid_resolution, shell_voxels: of the solid the points enclose (`occupancy_from_surface_points`).
+    min_component_fraction: pieces of the solid smaller than this fraction of the largest are dropped.
+    fit_steps: Adam steps fitting a field SDF to the solid (per-vertex SDFs are set directly).
+    seed: of the sample and of the fit.
+    """
+
+    def __init__(
+        self,
+        dmtet: Callable[..., DMTet],
+        pretrained: str,
+        prompt: str,
+        clip_model: str | None = None,
+        target: str = "dmtet",
+        steps: int = 64,
+        guidance_scale: float = 2.0,
+        points: int | None = None,
+        grid_resolution: int = 48,
+        shell_voxels: int = 4,
+        min_component_fraction: float = 0.05,
+        fit_steps: int = 300,
+        seed: int = 0,
+    ) -> None:
+        if not prompt or not prompt.strip():
+            raise ValueError(f"{type(self).__name__} samples a point-cloud prior for a prompt: got {prompt!r}")
+        self.dmtet, self.target = dmtet, target
+        self.pretrained, self.clip_model, self.prompt = pretrained, clip_model, prompt
+        self.steps, self.guidance_scale, self.points, self.seed = steps, guidance_scale, points, seed
+        self.grid_resolution, self.shell_voxels, self.min_component_fraction, self.fit_steps = grid_resolution, shell_voxels, min_component_fraction, fit_steps
+
+    def __call__(self, source: nn.Module, render: Callable[[CameraBatch], dict]) -> DMTet:
+        prior = load_point_cloud_model(self.pretrained, self.clip_model)
+        xyz, _ = sample_point_clouds(prior, [self.prompt], torch.Generator().manual_seed(self.seed), self.steps, self.guidance_scale, self.points)
+        try:
+            solid = occupancy_from_surface_points(xyz[0], self.grid_resolution, shell_voxels=self.shell_voxels)
+            target = sdf_from_occupancy(solid, min_component_fraction=self.min_component_fraction)
+        except ValueError as error:
+            raise ValueError(f"point cloud -> DMTet ({self.prompt!r}): {error}; raise convert.shell_voxels or lower convert.grid_resolution") from None
+        device = next(source.parameters()).device if any(True for _ in source.parameters()) else torch.device("cpu")
+        dmtet = self.dmtet(init="none").to(device)
+        dmtet.fit_sdf(target, self.fit_steps, self.seed)
+        return dmtet
+
+    def placeholder(self, shape_state: Mapping[str, Any], source: nn.Module | None = None) -> DMTet:
+        """An empty DMTet of the configured shape to load a checkpoint into."""
+        return self.dmtet(init="none")
