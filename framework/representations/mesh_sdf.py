@@ -79,10 +79,9 @@ def occupancy_from_surface_points(points: Tensor, resolution: int = 48, bound: f
     labels, _ = ndimage.label(~shell)
     border = np.unique(np.concatenate([labels[[0, -1]].ravel(), labels[:, [0, -1]].ravel(), labels[:, :, [0, -1]].ravel()]))
     outside = np.isin(labels, border[border > 0])
-    solid = ndimage.binary_erosion(~outside, ball, border_value=0)
-    if not solid.any():
+    if not (~outside & ~shell).any():
         raise ValueError(f"the {len(points)} points enclose no volume on the {resolution}^3 grid (shell {shell_voxels} voxels): too sparse, or not a closed surface")
-    return solid
+    return ndimage.binary_erosion(~outside, ball, border_value=0)
 
 
 def surface_samples(vertices: Tensor, faces: Tensor, count: int, generator: torch.Generator) -> Tensor:

@@ -1,7 +1,8 @@
-"""RichDreamer end to end at tiny sizes: the DMTet's geometry under the normal-depth prior (its
-normal map and depth map, 4 channels, in view sets of 4), then its PBR material under the albedo
-prior (the albedo map) and the colour prior (the shaded render) at once; exact resume with the two
-slots; checkpoints that hold no frozen prior."""
+"""RichDreamer end to end at tiny sizes: a DMTet started from the point prior's sample (a sphere's
+points here: `sphere_point_prior`), its geometry under the normal-depth prior (its normal map and
+depth map, 4 channels, in view sets of 4), then its PBR material under the albedo prior (the albedo
+map) and the colour prior (the shaded render) at once; exact resume across the start and with the
+two slots; checkpoints that hold no frozen prior."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def _overrides(run_dir: Path, priors: tuple[Path, Path, Path], max_steps: int | 
 
 
 @pytest.fixture
-def priors(tiny_pixel_prior: Path, tiny_multi_view_prior: Path, tiny_normal_depth_prior: Path) -> tuple[Path, Path, Path]:
+def priors(tiny_pixel_prior: Path, tiny_multi_view_prior: Path, tiny_normal_depth_prior: Path, sphere_point_prior: list) -> tuple[Path, Path, Path]:
     return tiny_pixel_prior, tiny_multi_view_prior, tiny_normal_depth_prior
 
 
@@ -34,7 +35,7 @@ def test_each_stage_shows_each_prior_its_own_channels(tmp_path, priors, monkeypa
     """Geometry: the normal-depth prior sees [normal_map, depth_map] of 4 views. Appearance: the
     albedo prior the albedo map, the colour prior the shaded render, both weighted into the loss."""
     system, datamodule = build_system(compose_config(_overrides(tmp_path, priors)), torch.device("cpu"))
-    assert [stage.name for stage in system.stages] == ["geometry", "appearance"]
+    assert [stage.name for stage in system.stages] == ["start", "geometry", "appearance"]
     assert set(system.slots) == {"main", "albedo", "rgb"}
     assert system.slots["main"].guidance.unet.config.in_channels == 4
     names = {id(slot.guidance): name for name, slot in system.slots.items()}
@@ -43,14 +44,14 @@ def test_each_stage_shows_each_prior_its_own_channels(tmp_path, priors, monkeypa
     monkeypatch.setattr(ScoreDistillation, "__call__", lambda self, images, condition, step, **options: seen.update({names[id(self)]: images}) or real_call(self, images, condition, step, **options))
     batch = Batch(datamodule.training_batch(0))
     assert batch.cameras.batch_size == 4
-    for index, slots in ((0, {"main"}), (1, {"albedo", "rgb"})):
+    for index, slots in ((1, {"main"}), (2, {"albedo", "rgb"})):
         system.enter_stage(index)
         seen.clear()
         render = system.render(batch.cameras, training=True)
-        losses = system.compute_losses(render, batch, GEOMETRY if index else 0)
+        losses = system.compute_losses(render, batch, GEOMETRY if index == 2 else 0)
         assert set(seen) == slots
         assert {key for key in losses if key.endswith("_sds")} == {f"loss_{name}_sds" for name in slots}
-    system.enter_stage(0)
+    system.enter_stage(1)
     render = system.render(batch.cameras, training=True)
     assert torch.equal(system.slots["main"].inputs(render, system.representation), torch.cat([render["normal_map"], render["depth_map"]], dim=-1))
     assert torch.equal(system.slots["albedo"].inputs(render, system.representation), render["albedo_map"])
@@ -92,7 +93,7 @@ def test_tiny_richdreamer_run_resumes_exactly_with_two_slots_and_keeps_the_prior
     assert [bool(row.get("train/loss_albedo_sds")) and bool(row.get("train/loss_rgb_sds")) for row in rows] == [False] * GEOMETRY + [True] * APPEARANCE
 
 
-def test_richdreamer_runs_on_its_own_checkpoints_and_stable_diffusion(tmp_path, tiny_latent_prior, tiny_richdreamer_checkpoints):
+def test_richdreamer_runs_on_its_own_checkpoints_and_stable_diffusion(tmp_path, tiny_latent_prior, tiny_richdreamer_checkpoints, sphere_point_prior):
     """The real layouts in the same stages: the normal-depth model on [normal_map, depth_map], the
     albedo model on [albedo_map, depth_map], Stable Diffusion on the shaded render; 2 steps each."""
     overrides = [

@@ -1,6 +1,6 @@
 """framework.representations.mesh_sdf: the SDF of an occupancy grid against analytic distances,
-floater removal, inside/outside of closed meshes, area-uniform surface samples, and GridSDF's
-(x, y, z) indexing."""
+floater removal, inside/outside of closed meshes, the solid that surface points enclose,
+area-uniform surface samples, and GridSDF's (x, y, z) indexing."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 import trimesh
 
-from framework.representations.mesh_sdf import GridSDF, mesh_occupancy, sdf_from_occupancy, surface_samples
+from framework.representations.mesh_sdf import GridSDF, mesh_occupancy, occupancy_from_surface_points, sdf_from_occupancy, surface_samples
 
 
 def _grid_points(resolution: int, bound: float = 1.0) -> np.ndarray:
@@ -98,3 +98,29 @@ def test_grid_sdf_reads_its_values_as_x_y_z() -> None:
     outside = torch.tensor([[2.0, 0.0, 0.0], [0.0, -2.0, 0.0], [0.0, 0.0, 2.0]])
     torch.testing.assert_close(grid(outside), torch.tensor([0.8, -8.0, 80.0]), atol=1e-4, rtol=0)
     assert grid(queries.double()).dtype == torch.float64
+
+
+def test_sparse_surface_points_of_a_sphere_and_a_torus_enclose_their_solids() -> None:
+    """1,024 random points (a point-cloud prior's count) on a sphere and on a torus: the enclosed
+    solid matches each true inside (IoU on the 48^3 grid: 0.90 and 0.81 measured, the torus's tube
+    under 5 voxels thick), and the torus keeps its hole."""
+    generator = torch.Generator().manual_seed(0)
+    resolution = 48
+    grid = _grid_points(resolution)
+    sphere = torch.nn.functional.normalize(torch.randn(1024, 3, generator=generator), dim=-1) * 0.5
+    u, v = (torch.rand(2, 1024, generator=generator) * 2 * np.pi).unbind()
+    ring, tube = 0.5, 0.2
+    torus = torch.stack([(ring + tube * v.cos()) * u.cos(), (ring + tube * v.cos()) * u.sin(), tube * v.sin()], dim=-1)
+    true_sphere = np.linalg.norm(grid, axis=-1) < 0.5
+    true_torus = (np.linalg.norm(grid[..., :2], axis=-1) - ring) ** 2 + grid[..., 2] ** 2 < tube**2
+    for points, truth, floor in ((sphere, true_sphere, 0.85), (torus, true_torus, 0.75)):
+        assert _iou(occupancy_from_surface_points(points, resolution), truth) > floor
+    centre = resolution // 2
+    assert not occupancy_from_surface_points(torus, resolution)[centre - 1 : centre + 1, centre - 1 : centre + 1].any()
+
+
+@pytest.mark.parametrize(("points", "named"), [(torch.zeros(0, 3), r"shape \(0, 3\)"), (torch.zeros(8, 2), r"shape \(8, 2\)"), (torch.zeros(8, 3), "enclose no volume")])
+def test_points_that_enclose_nothing_are_named(points: torch.Tensor, named: str) -> None:
+    """No points, points of the wrong shape, or points that close no surface: one clear error."""
+    with pytest.raises(ValueError, match=named):
+        occupancy_from_surface_points(points)
