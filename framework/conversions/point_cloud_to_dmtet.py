@@ -32,7 +32,8 @@ class PointCloudToDMTet:
     target: the name of the representation it makes.
     steps, guidance_scale: of the DDIM sampler.
     points: points sampled (None: the prior's own count).
-    grid_resolution, shell_voxels: of the solid the points enclose (`occupancy_from_surface_points`).
+    grid_resolution, shell_voxels, max_shell_voxels: of the solid the points enclose
+        (`occupancy_from_surface_points`).
     min_component_fraction: pieces of the solid smaller than this fraction of the largest are dropped.
     fit_steps: Adam steps fitting a field SDF to the solid (per-vertex SDFs are set directly).
     seed: of the sample and of the fit.
@@ -50,6 +51,7 @@ class PointCloudToDMTet:
         points: int | None = None,
         grid_resolution: int = 48,
         shell_voxels: int = 4,
+        max_shell_voxels: int = 8,
         min_component_fraction: float = 0.05,
         fit_steps: int = 300,
         seed: int = 0,
@@ -59,16 +61,17 @@ class PointCloudToDMTet:
         self.dmtet, self.target = dmtet, target
         self.pretrained, self.clip_model, self.prompt = pretrained, clip_model, prompt
         self.steps, self.guidance_scale, self.points, self.seed = steps, guidance_scale, points, seed
-        self.grid_resolution, self.shell_voxels, self.min_component_fraction, self.fit_steps = grid_resolution, shell_voxels, min_component_fraction, fit_steps
+        self.grid_resolution, self.shell_voxels, self.max_shell_voxels = grid_resolution, shell_voxels, max_shell_voxels
+        self.min_component_fraction, self.fit_steps = min_component_fraction, fit_steps
 
     def __call__(self, source: nn.Module, render: Callable[[CameraBatch], dict]) -> DMTet:
         prior = load_point_cloud_model(self.pretrained, self.clip_model)
         xyz, _ = sample_point_clouds(prior, [self.prompt], torch.Generator().manual_seed(self.seed), self.steps, self.guidance_scale, self.points)
         try:
-            solid = occupancy_from_surface_points(xyz[0], self.grid_resolution, shell_voxels=self.shell_voxels)
+            solid = occupancy_from_surface_points(xyz[0], self.grid_resolution, shell_voxels=self.shell_voxels, max_shell_voxels=self.max_shell_voxels)
             target = sdf_from_occupancy(solid, min_component_fraction=self.min_component_fraction)
         except ValueError as error:
-            raise ValueError(f"point cloud -> DMTet ({self.prompt!r}): {error}; raise convert.shell_voxels or lower convert.grid_resolution") from None
+            raise ValueError(f"point cloud -> DMTet ({self.prompt!r}): {error}; raise convert.max_shell_voxels or lower convert.grid_resolution") from None
         device = next(source.parameters()).device if any(True for _ in source.parameters()) else torch.device("cpu")
         dmtet = self.dmtet(init="none").to(device)
         dmtet.fit_sdf(target, self.fit_steps, self.seed)

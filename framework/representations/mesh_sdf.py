@@ -59,29 +59,34 @@ def sdf_from_occupancy(occupied: np.ndarray, bound: float = 1.0, min_component_f
     return GridSDF(torch.from_numpy(np.where(occupied, -inside, outside) * spacing), bound)
 
 
-def occupancy_from_surface_points(points: Tensor, resolution: int = 48, bound: float = 1.0, shell_voxels: int = 4) -> np.ndarray:
+def occupancy_from_surface_points(points: Tensor, resolution: int = 48, bound: float = 1.0, shell_voxels: int = 4, max_shell_voxels: int = 8) -> np.ndarray:
     """[R, R, R] bool over [-bound, bound]^3: the solid that points [N, 3] sampled on a closed
     surface enclose. The points' voxels are thickened into a shell `shell_voxels` wide, so that
     sparse samples leave no gap; what the outside cannot reach through the shell is inside (a
     torus keeps its hole: the outside flows through it); the shell's thickness is then taken off
-    again, so the surface sits at the points.
+    again, so the surface sits at the points. A sample with a wider gap (a sampled mug's rim) is
+    tried with a shell one voxel wider, up to `max_shell_voxels`.
 
     Raises:
-        ValueError: if the points enclose nothing at this resolution (too sparse, or not a surface).
+        ValueError: if the points enclose nothing at any of those shells (too sparse, or not a surface).
     """
     if points.ndim != 2 or points.shape[-1] != 3 or len(points) == 0:
         raise ValueError(f"expected surface points [N, 3], got shape {tuple(points.shape)}")
     index = ((points.detach().cpu().double() / bound + 1.0) * 0.5 * (resolution - 1)).round().long().clamp(0, resolution - 1).numpy()
-    shell = np.zeros((resolution,) * 3, dtype=bool)
-    shell[index[:, 0], index[:, 1], index[:, 2]] = True
-    ball = ndimage.iterate_structure(ndimage.generate_binary_structure(3, 1), shell_voxels)
-    shell = ndimage.binary_dilation(shell, ball)
-    labels, _ = ndimage.label(~shell)
-    border = np.unique(np.concatenate([labels[[0, -1]].ravel(), labels[:, [0, -1]].ravel(), labels[:, :, [0, -1]].ravel()]))
-    outside = np.isin(labels, border[border > 0])
-    if not (~outside & ~shell).any():
-        raise ValueError(f"the {len(points)} points enclose no volume on the {resolution}^3 grid (shell {shell_voxels} voxels): too sparse, or not a closed surface")
-    return ndimage.binary_erosion(~outside, ball, border_value=0)
+    hits = np.zeros((resolution,) * 3, dtype=bool)
+    hits[index[:, 0], index[:, 1], index[:, 2]] = True
+    for width in range(shell_voxels, max(shell_voxels, max_shell_voxels) + 1):
+        ball = ndimage.iterate_structure(ndimage.generate_binary_structure(3, 1), width)
+        shell = ndimage.binary_dilation(hits, ball)
+        labels, _ = ndimage.label(~shell)
+        border = np.unique(np.concatenate([labels[[0, -1]].ravel(), labels[:, [0, -1]].ravel(), labels[:, :, [0, -1]].ravel()]))
+        outside = np.isin(labels, border[border > 0])
+        if (~outside & ~shell).any():
+            return ndimage.binary_erosion(~outside, ball, border_value=0)
+    raise ValueError(
+        f"the {len(points)} points enclose no volume on the {resolution}^3 grid (shells {shell_voxels} to {max(shell_voxels, max_shell_voxels)} voxels): "
+        "too sparse, or not a closed surface"
+    )
 
 
 def surface_samples(vertices: Tensor, faces: Tensor, count: int, generator: torch.Generator) -> Tensor:

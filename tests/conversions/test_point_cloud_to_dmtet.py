@@ -57,7 +57,7 @@ def test_points_that_enclose_nothing_are_named(monkeypatch) -> None:
     convert = PointCloudToDMTet(_field_dmtet, pretrained="prior", prompt="a red cube")
     with pytest.raises(ValueError, match=r"point cloud -> DMTet \('a red cube'\): the 64 points enclose no volume") as refused:
         convert(torch.nn.Linear(1, 1), _no_render)
-    assert "\n" not in str(refused.value) and "convert.shell_voxels" in str(refused.value)
+    assert "\n" not in str(refused.value) and "convert.max_shell_voxels" in str(refused.value)
 
 
 def test_an_empty_prompt_is_refused() -> None:

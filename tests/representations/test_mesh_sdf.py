@@ -124,3 +124,15 @@ def test_points_that_enclose_nothing_are_named(points: torch.Tensor, named: str)
     """No points, points of the wrong shape, or points that close no surface: one clear error."""
     with pytest.raises(ValueError, match=named):
         occupancy_from_surface_points(points)
+
+
+def test_a_gap_wider_than_the_first_shell_is_closed_by_a_wider_one() -> None:
+    """A sphere's points with a hole where its top cap was (a sampled mug's open rim): the first
+    shell leaves the gap open, a wider one closes it and the solid is still the sphere's."""
+    generator = torch.Generator().manual_seed(0)
+    points = torch.nn.functional.normalize(torch.randn(4096, 3, generator=generator), dim=-1) * 0.5
+    points = points[points[:, 2] < 0.46]
+    with pytest.raises(ValueError, match="shells 2 to 2 voxels"):
+        occupancy_from_surface_points(points, 48, shell_voxels=2, max_shell_voxels=2)
+    truth = np.linalg.norm(_grid_points(48), axis=-1) < 0.5
+    assert _iou(occupancy_from_surface_points(points, 48, shell_voxels=2), truth) > 0.85
