@@ -72,8 +72,7 @@ class PointCloudToDMTet:
             target = sdf_from_occupancy(solid, min_component_fraction=self.min_component_fraction)
         except ValueError as error:
             raise ValueError(f"point cloud -> DMTet ({self.prompt!r}): {error}; raise convert.max_shell_voxels or lower convert.grid_resolution") from None
-        device = next(source.parameters()).device if any(True for _ in source.parameters()) else torch.device("cpu")
-        dmtet = self.dmtet(init="none").to(device)
+        dmtet = self.dmtet(init="none").to(next(source.parameters(), torch.zeros(())).device)
         dmtet.fit_sdf(target, self.fit_steps, self.seed)
         return dmtet
 
