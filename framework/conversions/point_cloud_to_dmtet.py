@@ -30,7 +30,8 @@ class PointCloudToDMTet:
     pretrained, clip_model: the point prior (as `PointCloudGuidance` takes them).
     prompt: what to sample.
     target: the name of the representation it makes.
-    steps, guidance_scale: of the DDIM sampler.
+    steps, guidance_scale: of the DDIM sampler (1: the conditional sample, unguided; guidance thins
+        the bundled prior's samples, docs/richdreamer_notes.md).
     points: points sampled (None: the prior's own count).
     grid_resolution, shell_voxels, max_shell_voxels: of the solid the points enclose
         (`occupancy_from_surface_points`).
@@ -47,7 +48,7 @@ class PointCloudToDMTet:
         clip_model: str | None = None,
         target: str = "dmtet",
         steps: int = 64,
-        guidance_scale: float = 2.0,
+        guidance_scale: float = 1.0,
         points: int | None = None,
         grid_resolution: int = 48,
         shell_voxels: int = 4,

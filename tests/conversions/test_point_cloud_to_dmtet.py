@@ -31,7 +31,7 @@ def test_points_on_a_sphere_become_a_dmtet_of_its_radius(sphere_point_prior, fie
     make = _field_dmtet if field else (lambda **kwargs: DMTet(resolution=16, encoding=None, **kwargs))
     convert = PointCloudToDMTet(make, pretrained="prior", prompt="a blue sphere", seed=3, fit_steps=150)
     dmtet = convert(torch.nn.Linear(1, 1), _no_render)
-    assert sphere_point_prior == [(["a blue sphere"], 3, 64, 2.0)]
+    assert sphere_point_prior == [(["a blue sphere"], 3, 64, 1.0)]
     vertices, faces = dmtet.surface()
     assert len(faces) > 100
     radii = vertices.detach().norm(dim=-1)
