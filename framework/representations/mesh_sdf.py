@@ -75,7 +75,8 @@ def occupancy_from_surface_points(points: Tensor, resolution: int = 48, bound: f
     index = ((points.detach().cpu().double() / bound + 1.0) * 0.5 * (resolution - 1)).round().long().clamp(0, resolution - 1).numpy()
     hits = np.zeros((resolution,) * 3, dtype=bool)
     hits[index[:, 0], index[:, 1], index[:, 2]] = True
-    for width in range(shell_voxels, max(shell_voxels, max_shell_voxels) + 1):
+    widest = max(shell_voxels, max_shell_voxels)
+    for width in range(shell_voxels, widest + 1):
         ball = ndimage.iterate_structure(ndimage.generate_binary_structure(3, 1), width)
         shell = ndimage.binary_dilation(hits, ball)
         labels, _ = ndimage.label(~shell)
@@ -84,7 +85,7 @@ def occupancy_from_surface_points(points: Tensor, resolution: int = 48, bound: f
         if (~outside & ~shell).any():
             return ndimage.binary_erosion(~outside, ball, border_value=0)
     raise ValueError(
-        f"the {len(points)} points enclose no volume on the {resolution}^3 grid (shells {shell_voxels} to {max(shell_voxels, max_shell_voxels)} voxels): "
+        f"the {len(points)} points enclose no volume on the {resolution}^3 grid (shells {shell_voxels} to {widest} voxels): "
         "too sparse, or not a closed surface"
     )
 
