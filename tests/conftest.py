@@ -212,11 +212,12 @@ def tiny_richdreamer_checkpoints(tmp_path_factory: pytest.TempPathFactory, tiny_
 
 @pytest.fixture
 def sphere_point_prior(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
-    """The point prior of `PointCloudToDMTet` (RichDreamer's start) replaced by one that answers
-    every prompt with 1,024 points on a sphere of radius 0.5, drawn from the generator it is given:
-    a tiny random prior's points enclose no solid. Records each call's prompts, seed, steps and
+    """The point prior of the point-prior shapes (`framework.representations.point_prior_shape`:
+    RichDreamer's DMTet start, ProlificDreamer's NeRF start) replaced by one that answers every
+    prompt with 1,024 points on a sphere of radius 0.5, drawn from the generator it is given: a
+    tiny random prior's points enclose no solid. Records each call's prompts, seed, steps and
     guidance scale."""
-    import framework.conversions.point_cloud_to_dmtet as conversion
+    import framework.representations.point_prior_shape as shapes
 
     calls: list[tuple] = []
 
@@ -225,6 +226,6 @@ def sphere_point_prior(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
         xyz = torch.nn.functional.normalize(torch.randn(len(prompts), 1024, 3, generator=generator), dim=-1) * 0.5
         return xyz, torch.full_like(xyz, 0.5)
 
-    monkeypatch.setattr(conversion, "load_point_cloud_model", lambda pretrained, clip_model: object())
-    monkeypatch.setattr(conversion, "sample_point_clouds", sample)
+    monkeypatch.setattr(shapes, "load_point_cloud_model", lambda pretrained, clip_model: object())
+    monkeypatch.setattr(shapes, "sample_point_clouds", sample)
     return calls

@@ -1,12 +1,11 @@
 """A point-cloud prior's sample -> a DMTet (the 3D prior's shape as a mesh's start).
 
-A DMTet started from an ellipsoid must grow every outline out of a ball under a 2D prior, and a
-normal-map prior at the noise levels that keep a surface clean hardly tells a ball from a cone.
-Starting from the 3D prior's answer to the prompt instead (GSGEN's idea, for a mesh) gives the 2D
-prior a shape to refine: the sampled surface points are closed into a solid
-(`occupancy_from_surface_points`), and the DMTet's SDF is fitted to that solid's signed distance.
-As a conversion it is a stage's entry, so the sample is drawn once, from its own seeded generator,
-and a resumed run restores the DMTet from its checkpoint instead.
+A normal-map prior at the noise levels that keep a surface clean hardly tells a ball from a cone,
+so a DMTet started from an ellipsoid never takes the prompt's outline. It starts instead from the
+solid the 3D prior's sample encloses (`framework.representations.point_prior_shape`): the DMTet's
+SDF is fitted to that solid's signed distance. As a conversion it is a stage's entry, so the sample
+is drawn once, from its own seeded generator, and a resumed run restores the DMTet from its
+checkpoint instead.
 """
 
 from __future__ import annotations
@@ -17,10 +16,8 @@ import torch
 from torch import nn
 
 from framework.cameras.camera import CameraBatch
-from framework.guidance.point_cloud_prior import load_point_cloud_model
-from framework.guidance.point_cloud_sampling import sample_point_clouds
 from framework.representations.dmtet import DMTet
-from framework.representations.mesh_sdf import occupancy_from_surface_points, sdf_from_occupancy
+from framework.representations.point_prior_shape import sample_surface_points, solid_sdf
 
 
 class PointCloudToDMTet:
@@ -66,11 +63,9 @@ class PointCloudToDMTet:
         self.min_component_fraction, self.fit_steps = min_component_fraction, fit_steps
 
     def __call__(self, source: nn.Module, render: Callable[[CameraBatch], dict]) -> DMTet:
-        prior = load_point_cloud_model(self.pretrained, self.clip_model)
-        xyz, _ = sample_point_clouds(prior, [self.prompt], torch.Generator().manual_seed(self.seed), self.steps, self.guidance_scale, self.points)
+        surface = sample_surface_points(self.pretrained, self.prompt, self.clip_model, self.steps, self.guidance_scale, self.points, self.seed)
         try:
-            solid = occupancy_from_surface_points(xyz[0], self.grid_resolution, shell_voxels=self.shell_voxels, max_shell_voxels=self.max_shell_voxels)
-            target = sdf_from_occupancy(solid, min_component_fraction=self.min_component_fraction)
+            target = solid_sdf(surface, self.grid_resolution, self.shell_voxels, self.max_shell_voxels, self.min_component_fraction)
         except ValueError as error:
             raise ValueError(f"point cloud -> DMTet ({self.prompt!r}): {error}; raise convert.max_shell_voxels or lower convert.grid_resolution") from None
         dmtet = self.dmtet(init="none").to(next(source.parameters(), torch.zeros(())).device)

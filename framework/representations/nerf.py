@@ -22,6 +22,9 @@ class NeRFField(nn.Module):
 
     Density is softplus(raw + blob(x)): DreamFusion's "blob" bias, `blob_density * (1 - |x| /
     blob_radius)`, starts optimisation from a fuzzy ball at the centre instead of empty space.
+    Given a `shape` (a signed distance, e.g. `PointPriorShape`: a 3D prior's answer to the prompt),
+    the bias is `blob_density * -shape(x) / shape_depth` instead: the density starts as that solid,
+    holes included, which a 2D prior would rarely carve out of a ball.
     Normals are the normalised negative density gradient, by forward differences (grid encodings
     have no cheap double backward on CPU).
 
@@ -29,6 +32,9 @@ class NeRFField(nn.Module):
         encoding: maps points [N, 3] to features [N, encoding.out_dim].
         hidden, n_hidden_layers: width and depth of each head.
         blob_density, blob_radius: the initial density bias.
+        shape: a module giving the signed distance (negative inside) of the solid to start from
+            instead of the ball; None: the ball.
+        shape_depth: with a shape, the depth inside it at which the bias reaches blob_density.
         normal_epsilon: step of the finite differences, in world units.
     """
 
@@ -39,6 +45,8 @@ class NeRFField(nn.Module):
         n_hidden_layers: int = 1,
         blob_density: float = 10.0,
         blob_radius: float = 0.5,
+        shape: nn.Module | None = None,
+        shape_depth: float = 0.3,
         normal_epsilon: float = 0.01,
     ) -> None:
         super().__init__()
@@ -47,10 +55,14 @@ class NeRFField(nn.Module):
         self.albedo_head = _mlp(encoding.out_dim, hidden, n_hidden_layers, 3)
         self.blob_density = blob_density
         self.blob_radius = blob_radius
+        self.shape = shape
+        self.shape_depth = shape_depth
         self.normal_epsilon = normal_epsilon
 
     def _blob(self, points: Tensor) -> Tensor:
-        return self.blob_density * (1.0 - points.norm(dim=-1) / self.blob_radius)
+        if self.shape is None:
+            return self.blob_density * (1.0 - points.norm(dim=-1) / self.blob_radius)
+        return self.blob_density * -self.shape(points) / self.shape_depth
 
     def density(self, points: Tensor) -> Tensor:
         """points: [N, 3] -> density [N] (non-negative)."""

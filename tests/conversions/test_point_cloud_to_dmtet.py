@@ -10,7 +10,7 @@ import copy
 import pytest
 import torch
 
-import framework.conversions.point_cloud_to_dmtet as module
+import framework.representations.point_prior_shape as shapes
 from framework.conversions.point_cloud_to_dmtet import PointCloudToDMTet
 from framework.representations.dmtet import DMTet
 from framework.representations.encodings import TriplaneEncoding
@@ -52,8 +52,8 @@ def test_the_conversion_does_not_depend_on_the_global_rng(sphere_point_prior) ->
 
 
 def test_points_that_enclose_nothing_are_named(monkeypatch) -> None:
-    monkeypatch.setattr(module, "load_point_cloud_model", lambda pretrained, clip_model: object())
-    monkeypatch.setattr(module, "sample_point_clouds", lambda *args: (torch.zeros(1, 64, 3), torch.zeros(1, 64, 3)))
+    monkeypatch.setattr(shapes, "load_point_cloud_model", lambda pretrained, clip_model: object())
+    monkeypatch.setattr(shapes, "sample_point_clouds", lambda *args: (torch.zeros(1, 64, 3), torch.zeros(1, 64, 3)))
     convert = PointCloudToDMTet(_field_dmtet, pretrained="prior", prompt="a red cube")
     with pytest.raises(ValueError, match=r"point cloud -> DMTet \('a red cube'\): the 64 points enclose no volume") as refused:
         convert(torch.nn.Linear(1, 1), _no_render)
