@@ -1,6 +1,6 @@
-"""ProlificDreamer end to end at tiny sizes: a NeRF under VSD, the DMTet's geometry under SDS, its
-colour under VSD; the LoRA and camera embedding train in the VSD stages only and are checkpointed;
-resume is bit-exact across both stage switches."""
+"""ProlificDreamer end to end at tiny sizes: a NeRF started from the point prior's shape under VSD,
+the DMTet's geometry under SDS, its colour under VSD; the LoRA and camera embedding train in the VSD
+stages only and are checkpointed; resume is bit-exact across both stage switches."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def _rows(run_dir: Path) -> list[dict[str, str]]:
     return [row for row in csv.DictReader(open(run_dir / "metrics.csv")) if row.get("train/loss")]
 
 
-def test_each_stage_has_its_estimator_and_trains_its_own_parameters(tmp_path, tiny_pixel_prior):
+def test_each_stage_has_its_estimator_and_trains_its_own_parameters(tmp_path, tiny_pixel_prior, sphere_point_prior):
     system, datamodule = build_system(compose_config(_overrides(tmp_path, tiny_pixel_prior)), torch.device("cpu"))
     assert [stage.name for stage in system.stages] == ["nerf", "geometry", "texture"]
     batch = Batch(datamodule.training_batch(0))
@@ -73,11 +73,16 @@ def test_each_stage_has_its_estimator_and_trains_its_own_parameters(tmp_path, ti
     assert used[0] is used[2]  # one LoRA for both VSD stages
 
 
-def test_particles_share_the_camera_batch_and_the_mesh_stages_refine_the_first(tmp_path, tiny_pixel_prior):
+def test_particles_share_the_camera_batch_and_the_mesh_stages_refine_the_first(tmp_path, tiny_pixel_prior, sphere_point_prior):
     overrides = [*_overrides(tmp_path, tiny_pixel_prior), "particles.count=3", "particles.per_step=2", "camera.batch_size=2"]
     system, datamodule = build_system(compose_config(overrides), torch.device("cpu"))
     particles = system.representation
     assert isinstance(particles, Particles) and len(particles.members) == 3
+    # Every particle starts from the one sample of the point prior (conftest: a sphere of radius 0.5).
+    assert sphere_point_prior == [(["a red cube"], 0, 64, 1.0)]
+    inside, outside = torch.tensor([[0.0, 0.0, 0.2]]), torch.tensor([[0.0, 0.0, 0.7]])
+    for member in particles.members:
+        assert member.shape is not None and member._blob(inside) > 0 > member._blob(outside)
     assert set(system.stage_optimizers()) == {"representation.encoding", "representation", "guidance.main.lora", "guidance.main.camera_embedding"}
     batch = Batch(datamodule.training_batch(0))
     render = system.render(batch.cameras, training=True)
@@ -92,7 +97,7 @@ def test_particles_share_the_camera_batch_and_the_mesh_stages_refine_the_first(t
 
 
 @pytest.mark.slow
-def test_tiny_prolificdreamer_run_resumes_exactly_across_both_switches(tmp_path, tiny_pixel_prior):
+def test_tiny_prolificdreamer_run_resumes_exactly_across_both_switches(tmp_path, tiny_pixel_prior, sphere_point_prior):
     """With two particles (one a step), so the draw of each step is resumed too."""
     straight = run(compose_config(_overrides(tmp_path / "straight", tiny_pixel_prior)))
     assert (straight / "export/model.glb").is_file() and (straight / "export/coarse/model.glb").is_file()
@@ -102,6 +107,7 @@ def test_tiny_prolificdreamer_run_resumes_exactly_across_both_switches(tmp_path,
     expected = load_checkpoint_file(straight / "ckpts/last.ckpt")
     assert expected["stage"] == "texture" and any(key.startswith("guidance_parts.main.lora.") for key in expected["state_dict"])
     assert any(key.startswith("representations.main.members.1.") for key in expected["state_dict"])
+    assert {"representations.main.members.0.shape.values", "representations.main.members.1.shape.values"} <= expected["state_dict"].keys()
     for stop in (NERF + 1, NERF + GEOMETRY + 1):
         stopped = tmp_path / f"stopped_{stop}"
         run(compose_config(_overrides(stopped, tiny_pixel_prior, stop)))
@@ -113,9 +119,13 @@ def test_tiny_prolificdreamer_run_resumes_exactly_across_both_switches(tmp_path,
 
 
 def test_vsd_runs_on_a_stable_diffusion_shaped_prior_at_the_papers_cfg(tmp_path, tiny_pixel_prior, tiny_latent_prior):
-    """guidance=stable_diffusion: the LoRA and camera embedding sit on SD's UNet (VAE latents)."""
-    overrides = _overrides(tmp_path, tiny_pixel_prior) + ["guidance=stable_diffusion", f"guidance.pretrained={tiny_latent_prior}", "guidance.resolution=32", "guidance.guidance_scale=7.5"]
+    """guidance=stable_diffusion: the LoRA and camera embedding sit on SD's UNet (VAE latents); the
+    NeRF starts from the paper's ball (`representation.shape=null`)."""
+    overrides = _overrides(tmp_path, tiny_pixel_prior) + [
+        "guidance=stable_diffusion", f"guidance.pretrained={tiny_latent_prior}", "guidance.resolution=32", "guidance.guidance_scale=7.5", "representation.shape=null"
+    ]
     system, datamodule = build_system(compose_config(overrides), torch.device("cpu"))
+    assert system.representation.shape is None
     assert isinstance(system.active_slots()["main"].estimator, VariationalScoreDistillation)
     batch = Batch(datamodule.training_batch(0))
     losses = system.compute_losses(system.render(batch.cameras, training=True), batch, 0)
