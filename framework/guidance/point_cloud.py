@@ -7,12 +7,6 @@ clouds of that size), maps them to the prior's model space and runs the same est
 image prior: timesteps, noise, classifier-free guidance (Point-E's unconditional input is the
 zero text vector), w(t), the estimator's direction. Only the centres receive the gradient unless
 `colour_gradients`. Samples are [1, 6, n_points, 1], so the image machinery's broadcasting holds.
-
-SDS on points shrinks them: its gradient is proportional to x0 - E[x0 | x_t], and the posterior mean
-of a point that noise has blurred along a curved surface lies inside it, so even the true object's
-own points are pulled inward at every t >= 0.1 (docs/gsgen_notes.md). `hold_scale` removes the
-gradient's component along a uniform scaling of the cloud about its centroid, so the prior can
-shape the cloud but not shrink it.
 """
 
 from __future__ import annotations
@@ -35,11 +29,10 @@ class PointCloudGuidance(ScoreDistillation):
     clip_model: for a Point-E checkpoint, the CLIP ViT-L/14 text encoder (hub id or folder).
     n_points: points per step (Point-E's base model: 1024).
     colour_gradients: let the step reach the colours too (GSGEN's 3D prior moves centres only).
-    hold_scale: project the gradient's uniform-scaling component out (see the module's docstring).
     **kwargs: see `ScoreDistillation` (view-dependent prompts are off: a cloud has no view).
     """
 
-    def __init__(self, pretrained: str, clip_model: str | None = None, n_points: int = 1024, colour_gradients: bool = False, hold_scale: bool = False, **kwargs: Any) -> None:
+    def __init__(self, pretrained: str, clip_model: str | None = None, n_points: int = 1024, colour_gradients: bool = False, **kwargs: Any) -> None:
         if n_points < 1:
             raise ValueError(f"n_points={n_points}: expected >= 1")
         kwargs["view_dependent"] = False
@@ -52,7 +45,6 @@ class PointCloudGuidance(ScoreDistillation):
         self.scheduler = point_e_scheduler()
         self.n_points = n_points
         self.colour_gradients = colour_gradients
-        self.hold_scale = hold_scale
 
     @property
     def model_key(self) -> str:
@@ -83,8 +75,6 @@ class PointCloudGuidance(ScoreDistillation):
         `n_points` of them drawn without replacement (with, if N is smaller)."""
         if points.dim() != 2 or points.shape[1] not in (3, 6):
             raise ValueError(f"point-cloud guidance: expected points [N, 3] or [N, 6], got {tuple(points.shape)}")
-        if self.hold_scale:
-            points = torch.cat([scale_held(points[:, :3]), points[:, 3:]], dim=1)
         count = points.shape[0]
         if count >= self.n_points:
             index = torch.randperm(count, generator=step_generator)[: self.n_points]
@@ -100,13 +90,3 @@ class PointCloudGuidance(ScoreDistillation):
     def __call__(self, points: Tensor, condition: Condition, step: int, estimator: ScoreEstimator | None = None) -> dict[str, Tensor]:
         """Score distillation of the cloud `points` ([N, 3] or [N, 6]) under `condition.text`."""
         return self.estimate(self.as_points(points, self.generator), condition, step, estimator)
-
-
-def scale_held(xyz: Tensor) -> Tensor:
-    """`xyz` [N, 3] unchanged in value, its gradient without the component along a uniform scaling
-    about the centroid: with offsets o = x - c, the Jacobian is I - u u^T for the unit vector
-    u = o / |o| (all N points stacked)."""
-    centre = xyz.detach().mean(dim=0, keepdim=True)
-    offsets = xyz - centre
-    size = offsets.square().sum().sqrt()
-    return centre + offsets * (size.detach() / size)

@@ -1,6 +1,6 @@
 """GSGEN end to end at tiny sizes: Gaussians from the point prior's sample, the 2D and 3D slots in
 the geometry stage, the 2D slot alone in the appearance stage, the exports, bit-exact resume across
-the switch, and the 3D slot switched off by its weight."""
+the switch (the held size included), and the 3D slot switched off by its weight."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from framework.callbacks.hold_cloud_size import rms_radius
 from framework.cameras.batch import Batch
 from framework.launch import build_system, run
 from framework.representations.gaussians import GaussianModel
@@ -70,6 +71,8 @@ def test_tiny_gsgen_run_exports_and_resumes_exactly(tmp_path, tiny_pixel_prior, 
     rows = [row for row in csv.DictReader(open(straight / "metrics.csv")) if row.get("train/loss")]
     assert [bool(row.get("train/loss_points_sds")) for row in rows] == [True] * GEOMETRY + [False] * APPEARANCE
     expected = load_checkpoint_file(straight / "ckpts/last.ckpt")
+    radii = [float(rms_radius(load_checkpoint_file(path)["state_dict"]["representations.gaussians.params.means"])) for path in sorted((straight / "ckpts").glob("step*.ckpt"))]
+    assert len(radii) == GEOMETRY + APPEARANCE and max(radii) - min(radii) < 1e-5 * radii[0]  # the size is held
     stopped = tmp_path / "stopped"
     run(compose_config(_overrides(stopped, tiny_pixel_prior, tiny_point_cloud_prior, GEOMETRY - 1)))
     run(compose_config([*_overrides(stopped, tiny_pixel_prior, tiny_point_cloud_prior), f"resume={stopped / 'ckpts/last.ckpt'}"]))

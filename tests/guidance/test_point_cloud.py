@@ -13,7 +13,7 @@ from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 from bundled.prior.model import build_tokenizer
 from framework.cameras.distribution import OrbitDistribution
 from framework.guidance.condition import Condition
-from framework.guidance.point_cloud import PointCloudGuidance, scale_held
+from framework.guidance.point_cloud import PointCloudGuidance
 from framework.guidance.point_e import PointEConfig, PointETransformer
 from framework.guidance.slot import GuidanceSlot
 
@@ -51,28 +51,6 @@ def test_sds_on_a_cloud_is_the_formula_on_its_sampled_points(tiny_point_cloud_pr
     chosen = x0[0, :3, :, 0].T / guidance.prior.scales[:3]
     order = [int(torch.nonzero((points.detach()[:, :3] - row).abs().sum(-1) < 1e-6)[0]) for row in chosen]
     torch.testing.assert_close(points.grad[order, :3], expected, atol=1e-5, rtol=1e-4)
-
-
-def test_a_held_scale_passes_every_gradient_but_the_uniform_scaling():
-    xyz = _cloud()[:, :3].requires_grad_(True)
-    held = scale_held(xyz)
-    torch.testing.assert_close(held, xyz)
-    offsets = (xyz - xyz.mean(dim=0)).detach()
-    grow = offsets / offsets.norm()  # unit direction of a uniform scaling about the centroid
-    (held * grow).sum().backward()
-    assert xyz.grad.abs().max() < 1e-6  # a pure scaling is removed
-    xyz.grad = None
-    turn = torch.stack([-offsets[:, 1], offsets[:, 0], torch.zeros(len(offsets))], dim=-1)  # a rotation about z
-    (scale_held(xyz) * turn).sum().backward()
-    torch.testing.assert_close(xyz.grad, turn)  # is orthogonal to it and passes unchanged
-
-
-def test_a_held_scale_slot_moves_no_point_along_the_scaling(tiny_point_cloud_prior):
-    points = _cloud(64).requires_grad_(True)  # as many as the slot scores: every point is scored
-    _guidance(tiny_point_cloud_prior, hold_scale=True)(points, _condition(), 0)["loss_sds"].backward()
-    offsets = (points.detach()[:, :3] - points.detach()[:, :3].mean(dim=0)).flatten()
-    gradient = points.grad[:, :3].flatten()
-    assert gradient.abs().sum() > 0 and abs(float(gradient @ offsets)) < 1e-5 * float(gradient.norm() * offsets.norm())
 
 
 @pytest.mark.parametrize("name", ["sds", "ism", "csd", "nfsd"])
