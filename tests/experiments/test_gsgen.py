@@ -1,6 +1,6 @@
 """GSGEN end to end at tiny sizes: Gaussians from the point prior's sample, the 2D and 3D slots in
 the geometry stage, the 2D slot alone in the appearance stage, the exports, bit-exact resume across
-the switch (the held size included), and the 3D slot switched off by its weight."""
+the switch (the held size and turn included), and the 3D slot switched off by its weight."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from framework.callbacks.hold_cloud_size import rms_radius
+from framework.callbacks.hold_cloud_turn import turn_about_z, wrap_turn
 from framework.cameras.batch import Batch
 from framework.launch import build_system, run
 from framework.representations.gaussians import GaussianModel
@@ -71,8 +72,11 @@ def test_tiny_gsgen_run_exports_and_resumes_exactly(tmp_path, tiny_pixel_prior, 
     rows = [row for row in csv.DictReader(open(straight / "metrics.csv")) if row.get("train/loss")]
     assert [bool(row.get("train/loss_points_sds")) for row in rows] == [True] * GEOMETRY + [False] * APPEARANCE
     expected = load_checkpoint_file(straight / "ckpts/last.ckpt")
-    radii = [float(rms_radius(load_checkpoint_file(path)["state_dict"]["representations.gaussians.params.means"])) for path in sorted((straight / "ckpts").glob("step*.ckpt"))]
+    held = [load_checkpoint_file(path)["state_dict"]["representations.gaussians.params.means"] for path in sorted((straight / "ckpts").glob("step*.ckpt"))]
+    radii = [float(rms_radius(means)) for means in held]
     assert len(radii) == GEOMETRY + APPEARANCE and max(radii) - min(radii) < 1e-5 * radii[0]  # the size is held
+    turns = [float(turn_about_z(means, 4)) for means in held]
+    assert max(abs(wrap_turn(turn - turns[0], 4)) for turn in turns) < 1e-4  # and the turn
     stopped = tmp_path / "stopped"
     run(compose_config(_overrides(stopped, tiny_pixel_prior, tiny_point_cloud_prior, GEOMETRY - 1)))
     run(compose_config([*_overrides(stopped, tiny_pixel_prior, tiny_point_cloud_prior), f"resume={stopped / 'ckpts/last.ckpt'}"]))

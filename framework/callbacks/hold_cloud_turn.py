@@ -1,0 +1,88 @@
+"""Hold a Gaussian cloud's turn about the vertical axis through chosen stages.
+
+A text-conditioned 2D prior has no preferred turn of an object about the up axis beyond what its
+view words pin down, so over GSGEN's 1,000 steps a cube's or a pyramid's Gaussians turn 10-30
+degrees away from the point sample they started from, and the sample's turn is the true one (its
+4-fold angular moment lies within 3 degrees of the true cube's; docs/gsgen_notes.md). After every
+step of the held stages the cloud is turned about the vertical line through its centroid back to
+the turn it had after the first held step: the phase of its `symmetry`-fold angular moment
+sum_i r_i^2 exp(i k phi_i) over the centres (k = `symmetry`), taken modulo 360 / k degrees, so a
+cube is held by its faces and a shape with no such moment (a sphere, a cylinder) turns about its
+own axis, which leaves it unchanged. Centres and orientations turn; SH colours of degree above 0
+(view-dependent) do not, so the hold is meant for clouds of degree 0, as GSGEN's are.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import pytorch_lightning as pl
+import torch
+
+from framework.representations.gaussians import GaussianModel
+from framework.system import GenerationSystem
+
+
+def turn_about_z(points: torch.Tensor, symmetry: int) -> torch.Tensor:
+    """The turn (radians, in (-pi/k, pi/k]) of `points` [N, 3] about the vertical line through their
+    centroid, read from the phase of their k-fold angular moment (k = `symmetry`)."""
+    offset = points[:, :2] - points[:, :2].mean(dim=0)
+    planar = torch.complex(offset[:, 0].double(), offset[:, 1].double())
+    radius = planar.abs().clamp_min(1e-12)
+    moment = (planar**symmetry * radius ** (2 - symmetry)).sum()
+    return torch.angle(moment) / symmetry
+
+
+def wrap_turn(angle: float, symmetry: int) -> float:
+    """`angle` (radians) moved into (-pi/k, pi/k]: turns that differ by a k-th of a circle look alike."""
+    period = 2 * math.pi / symmetry
+    return angle - period * math.floor(angle / period + 0.5)
+
+
+class HoldCloudTurn(pl.Callback):
+    """Args:
+    stages: the stages whose steps are held (GSGEN: its geometry and appearance stages); none
+        turns the hold off.
+    symmetry: k of the angular moment read: 4 holds square shapes by their faces, 2 elongated ones.
+    """
+
+    def __init__(self, stages: Sequence[str] = (), symmetry: int = 4) -> None:
+        if symmetry < 1:
+            raise ValueError(f"HoldCloudTurn: symmetry={symmetry} must be a positive integer")
+        self.stages = list(stages)
+        self.symmetry = symmetry
+        self.turn: float | None = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        assert isinstance(pl_module, GenerationSystem)
+        unknown = sorted(set(self.stages) - {stage.name for stage in pl_module.stages})
+        if unknown:
+            raise ValueError(f"HoldCloudTurn: unknown stages {unknown}; the run's stages are {[stage.name for stage in pl_module.stages]}")
+
+    @torch.no_grad()
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        assert isinstance(pl_module, GenerationSystem)
+        cloud = pl_module.representation
+        if pl_module.stage.name not in self.stages or not isinstance(cloud, GaussianModel) or cloud.num_gaussians < 2:
+            return
+        means = cloud.params["means"]
+        turn = float(turn_about_z(means, self.symmetry))
+        if self.turn is None:
+            self.turn = turn
+        angle = wrap_turn(self.turn - turn, self.symmetry)
+        cos, sin = math.cos(angle), math.sin(angle)
+        centre = means[:, :2].mean(dim=0)
+        x, y = (means[:, :2] - centre).unbind(dim=-1)
+        means[:, :2] = centre + torch.stack([cos * x - sin * y, sin * x + cos * y], dim=-1)
+        # Orientations: the turn's quaternion (cos a/2, 0, 0, sin a/2) times each Gaussian's (w, x, y, z).
+        quats = cloud.params["quats"]
+        c, s = math.cos(angle / 2), math.sin(angle / 2)
+        w, qx, qy, qz = quats.unbind(dim=-1)
+        quats.copy_(torch.stack([c * w - s * qz, c * qx - s * qy, c * qy + s * qx, c * qz + s * w], dim=-1))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"turn": self.turn}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.turn = state_dict["turn"]
