@@ -1,15 +1,16 @@
 """Hold a Gaussian cloud's turn about the vertical axis through chosen stages.
 
 A text-conditioned 2D prior has no preferred turn of an object about the up axis beyond what its
-view words pin down, so over GSGEN's 1,000 steps a cube's or a pyramid's Gaussians turn 10-30
-degrees away from the point sample they started from, and the sample's turn is the true one (its
-4-fold angular moment lies within 3 degrees of the true cube's; docs/gsgen_notes.md). After every
-step of the held stages the cloud is turned about the vertical line through its centroid back to
-the turn it had after the first held step: the phase of its `symmetry`-fold angular moment
-sum_i r_i^2 exp(i k phi_i) over the centres (k = `symmetry`), taken modulo 360 / k degrees, so a
-cube is held by its faces and a shape with no such moment (a sphere, a cylinder) turns about its
-own axis, which leaves it unchanged. Centres and orientations turn; SH colours of degree above 0
-(view-dependent) do not, so the hold is meant for clouds of degree 0, as GSGEN's are.
+view words pin down, so over GSGEN's 1,000 steps a cube's or a pyramid's Gaussians turn 3-30
+degrees away from the point sample they started from, while the sample's turn is the true one
+(the phase of its 4-fold angular moment lies within 4 degrees of the true cube's and pyramid's at
+seeds 0-2; docs/gsgen_notes.md). After every step of the held stages the cloud is turned about
+the vertical line through its centroid back to the turn it had after the first held step: the
+phase of its `symmetry`-fold angular moment sum_i r_i^2 exp(i k phi_i) over the centres
+(k = `symmetry`), modulo 360 / k degrees. A cube is held by its faces; a shape without such a
+moment (a sphere, a cylinder) only turns about its own axis, which leaves it as it was. Centres
+and orientations turn; SH colours of degree above 0 (view-dependent) do not, so the hold is meant
+for clouds of degree 0, as GSGEN's are.
 """
 
 from __future__ import annotations
