@@ -7,10 +7,12 @@ degrees away from the point sample they started from, while the sample's turn is
 seeds 0-2; docs/gsgen_notes.md). After every step of the held stages the cloud is turned about
 the vertical line through its centroid back to the turn it had after the first held step: the
 phase of its `symmetry`-fold angular moment sum_i r_i^2 exp(i k phi_i) over the centres
-(k = `symmetry`), modulo 360 / k degrees. A cube is held by its faces; a shape without such a
-moment (a sphere, a cylinder) only turns about its own axis, which leaves it as it was. Centres
-and orientations turn; SH colours of degree above 0 (view-dependent) do not, so the hold is meant
-for clouds of degree 0, as GSGEN's are.
+(k = `symmetry`), modulo 360 / k degrees. A cube is held by its faces. The hold acts only on a
+cloud that is clearly k-fold (moment at least `min_strength` of sum_i r_i^2): a weaker k-fold
+moment belongs to some other feature, such as a mug's handle, whose place the 2D prior's view
+words set (holding a mug's 4-fold phase at the sample's put its handle on the wrong side), and a
+sphere's or a cylinder's turn does not matter. Centres and orientations turn; SH colours of
+degree above 0 (view-dependent) do not, so the hold is meant for clouds of degree 0, as GSGEN's are.
 """
 
 from __future__ import annotations
@@ -25,14 +27,19 @@ from framework.representations.gaussians import GaussianModel
 from framework.system import GenerationSystem
 
 
-def turn_about_z(points: torch.Tensor, symmetry: int) -> torch.Tensor:
-    """The turn (radians, in (-pi/k, pi/k]) of `points` [N, 3] about the vertical line through their
-    centroid, read from the phase of their k-fold angular moment (k = `symmetry`)."""
+def angular_moment(points: torch.Tensor, symmetry: int) -> torch.Tensor:
+    """sum_i r_i^2 exp(i k phi_i) / sum_i r_i^2 (complex) of `points` [N, 3] about the vertical line
+    through their centroid (k = `symmetry`): 0 for a shape turned into itself by 1/k of a circle."""
     offset = points[:, :2] - points[:, :2].mean(dim=0)
     planar = torch.complex(offset[:, 0].double(), offset[:, 1].double())
     radius = planar.abs().clamp_min(1e-12)
-    moment = (planar**symmetry * radius ** (2 - symmetry)).sum()
-    return torch.angle(moment) / symmetry
+    return (planar**symmetry * radius ** (2 - symmetry)).sum() / radius.square().sum()
+
+
+def turn_about_z(points: torch.Tensor, symmetry: int) -> torch.Tensor:
+    """The turn (radians, in (-pi/k, pi/k]) of `points` [N, 3] about the vertical line through their
+    centroid, read from the phase of their k-fold angular moment (k = `symmetry`)."""
+    return torch.angle(angular_moment(points, symmetry)) / symmetry
 
 
 def wrap_turn(angle: float, symmetry: int) -> float:
@@ -46,13 +53,18 @@ class HoldCloudTurn(pl.Callback):
     stages: the stages whose steps are held (GSGEN: its geometry and appearance stages); none
         turns the hold off.
     symmetry: k of the angular moment read: 4 holds square shapes by their faces, 2 elongated ones.
+    min_strength: the moment's magnitude (0 to 1) from which the cloud counts as k-fold and is held
+        (GSGEN's cubes and pyramids reach 0.36-0.51, its mugs at most 0.29, cylinders and tori 0.15).
     """
 
-    def __init__(self, stages: Sequence[str] = (), symmetry: int = 4) -> None:
+    def __init__(self, stages: Sequence[str] = (), symmetry: int = 4, min_strength: float = 0.35) -> None:
         if symmetry < 1:
             raise ValueError(f"HoldCloudTurn: symmetry={symmetry} must be a positive integer")
+        if not 0.0 <= min_strength <= 1.0:
+            raise ValueError(f"HoldCloudTurn: min_strength={min_strength} must lie in [0, 1]")
         self.stages = list(stages)
         self.symmetry = symmetry
+        self.min_strength = min_strength
         self.turn: float | None = None
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -68,9 +80,12 @@ class HoldCloudTurn(pl.Callback):
         if pl_module.stage.name not in self.stages or not isinstance(cloud, GaussianModel) or cloud.num_gaussians < 2:
             return
         means = cloud.params["means"]
-        turn = float(turn_about_z(means, self.symmetry))
+        moment = angular_moment(means, self.symmetry)
+        turn = float(torch.angle(moment)) / self.symmetry
         if self.turn is None:
             self.turn = turn
+        if float(moment.abs()) < self.min_strength:
+            return
         angle = wrap_turn(self.turn - turn, self.symmetry)
         cos, sin = math.cos(angle), math.sin(angle)
         centre = means[:, :2].mean(dim=0)

@@ -38,6 +38,7 @@ def _overrides(run_dir: Path, prior: Path, points: Path, max_steps: int | None =
         "densification.refine_every=2",
         "densification.grow_grad2d=1e-7",
         "camera.resolution=32",
+        "callbacks.hold_turn.min_strength=0",  # the tiny prior's cloud need not be square: hold it anyway
         "callbacks.export.exporters.mesh.convert.grid_resolution=32",
         "callbacks.export.exporters.mesh.convert.density_threshold=0.3",  # the untrained prior scatters its points through the whole ball
         "callbacks.export.exporters.mesh.convert.target_faces=500",

@@ -1,5 +1,6 @@
-"""HoldCloudTurn: a turned cloud is turned back about its vertical axis (centres and orientations
-alike), only in the named stages, and the held turn is checkpointed."""
+"""HoldCloudTurn: a turned 4-fold cloud is turned back about its vertical axis (centres and
+orientations alike), only in the named stages and only when clearly 4-fold, and the held turn is
+checkpointed."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from framework.callbacks.hold_cloud_turn import HoldCloudTurn, turn_about_z, wrap_turn
+from framework.callbacks.hold_cloud_turn import HoldCloudTurn, angular_moment, turn_about_z, wrap_turn
 from framework.representations.gaussians import GaussianModel, quat_to_rotmat
 from framework.system import GenerationSystem
 
@@ -31,15 +32,22 @@ class _System(GenerationSystem):
 
 
 def _box_cloud(seed: int = 0) -> GaussianModel:
-    """Gaussians on the surface of an axis-aligned box, off the origin, with random orientations."""
+    """Gaussians on the side faces and vertical edges of an upright square box, off the origin, with
+    random orientations: clearly 4-fold (moment 0.7), as GSGEN's cube clouds are."""
     generator = torch.Generator().manual_seed(seed)
-    points = torch.rand(400, 3, generator=generator) * 2 - 1
-    axis = torch.randint(0, 3, (400,), generator=generator)
-    points[torch.arange(400), axis] = torch.sign(points[torch.arange(400), axis])  # onto a face
-    n = len(points)
+    n = 400
+    across = torch.rand(n, generator=generator) * 2 - 1
+    across[: n // 2] = torch.sign(across[: n // 2])  # half of them on the edges
+    side = torch.randint(0, 4, (n,), generator=generator)
+    planar = torch.stack([torch.ones(n), across], dim=-1)
+    for _ in range(3):  # each side is the first turned by a quarter circle
+        turned = side > 0
+        planar[turned] = torch.stack([-planar[turned, 1], planar[turned, 0]], dim=-1)
+        side = side - 1
+    points = torch.cat([planar, torch.rand(n, 1, generator=generator) * 2 - 1], dim=-1)
     return GaussianModel.from_tensors(
         {
-            "means": points * torch.tensor([0.5, 0.4, 0.3]) + torch.tensor([0.2, -0.1, 0.05]),
+            "means": points * 0.4 + torch.tensor([0.2, -0.1, 0.05]),
             "scales": torch.full((n, 3), -3.0),
             "quats": torch.randn(n, 4, generator=generator),
             "opacities": torch.zeros(n),
@@ -115,3 +123,17 @@ def test_only_the_named_stages_are_held_and_the_turn_is_checkpointed():
     assert restored.turn == 0.25
     with pytest.raises(ValueError, match="symmetry=0"):
         HoldCloudTurn(["geometry"], symmetry=0)
+    with pytest.raises(ValueError, match="min_strength=1.5"):
+        HoldCloudTurn(["geometry"], min_strength=1.5)
+
+
+def test_a_cloud_that_is_not_clearly_four_fold_keeps_its_turn():
+    cloud = _box_cloud()
+    assert float(angular_moment(cloud.means.detach(), 4).abs()) == pytest.approx(0.7, abs=0.05)
+    system = _System(cloud, "geometry")
+    callback = HoldCloudTurn(["geometry"], min_strength=0.8)
+    _step(callback, system)
+    _turn(cloud, math.radians(20.0))
+    turned = cloud.means.detach().clone()
+    _step(callback, system)
+    torch.testing.assert_close(cloud.means.detach(), turned)
