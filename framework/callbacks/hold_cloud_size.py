@@ -15,8 +15,7 @@ from typing import Any, Sequence
 import pytorch_lightning as pl
 import torch
 
-from framework.representations.gaussians import GaussianModel
-from framework.system import GenerationSystem
+from framework.callbacks.cloud_hold import CloudHold
 
 
 def rms_radius(points: torch.Tensor) -> torch.Tensor:
@@ -24,27 +23,20 @@ def rms_radius(points: torch.Tensor) -> torch.Tensor:
     return (points - points.mean(dim=0)).square().sum(dim=-1).mean().sqrt()
 
 
-class HoldCloudSize(pl.Callback):
+class HoldCloudSize(CloudHold):
     """Args:
     stages: the stages whose steps are held (GSGEN: its geometry and appearance stages); none
         turns the hold off.
     """
 
     def __init__(self, stages: Sequence[str] = ()) -> None:
-        self.stages = list(stages)
+        super().__init__(stages)
         self.radius: float | None = None
-
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        assert isinstance(pl_module, GenerationSystem)
-        unknown = sorted(set(self.stages) - {stage.name for stage in pl_module.stages})
-        if unknown:
-            raise ValueError(f"HoldCloudSize: unknown stages {unknown}; the run's stages are {[stage.name for stage in pl_module.stages]}")
 
     @torch.no_grad()
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        assert isinstance(pl_module, GenerationSystem)
-        cloud = pl_module.representation
-        if pl_module.stage.name not in self.stages or not isinstance(cloud, GaussianModel) or cloud.num_gaussians < 2:
+        cloud = self.held_cloud(pl_module)
+        if cloud is None:
             return
         means = cloud.params["means"]
         radius = rms_radius(means)

@@ -23,8 +23,7 @@ from typing import Any, Sequence
 import pytorch_lightning as pl
 import torch
 
-from framework.representations.gaussians import GaussianModel
-from framework.system import GenerationSystem
+from framework.callbacks.cloud_hold import CloudHold
 
 
 def angular_moment(points: torch.Tensor, symmetry: int) -> torch.Tensor:
@@ -48,7 +47,7 @@ def wrap_turn(angle: float, symmetry: int) -> float:
     return angle - period * math.floor(angle / period + 0.5)
 
 
-class HoldCloudTurn(pl.Callback):
+class HoldCloudTurn(CloudHold):
     """Args:
     stages: the stages whose steps are held (GSGEN: its geometry and appearance stages); none
         turns the hold off.
@@ -62,22 +61,15 @@ class HoldCloudTurn(pl.Callback):
             raise ValueError(f"HoldCloudTurn: symmetry={symmetry} must be a positive integer")
         if not 0.0 <= min_strength <= 1.0:
             raise ValueError(f"HoldCloudTurn: min_strength={min_strength} must lie in [0, 1]")
-        self.stages = list(stages)
+        super().__init__(stages)
         self.symmetry = symmetry
         self.min_strength = min_strength
         self.turn: float | None = None
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        assert isinstance(pl_module, GenerationSystem)
-        unknown = sorted(set(self.stages) - {stage.name for stage in pl_module.stages})
-        if unknown:
-            raise ValueError(f"HoldCloudTurn: unknown stages {unknown}; the run's stages are {[stage.name for stage in pl_module.stages]}")
-
     @torch.no_grad()
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        assert isinstance(pl_module, GenerationSystem)
-        cloud = pl_module.representation
-        if pl_module.stage.name not in self.stages or not isinstance(cloud, GaussianModel) or cloud.num_gaussians < 2:
+        cloud = self.held_cloud(pl_module)
+        if cloud is None:
             return
         means = cloud.params["means"]
         moment = angular_moment(means, self.symmetry)

@@ -3,39 +3,21 @@ and the radius is checkpointed."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 
 from framework.callbacks.hold_cloud_size import HoldCloudSize, rms_radius
 from framework.representations.gaussians import GaussianModel
-from framework.system import GenerationSystem
+from tests.system.cloud_system import CloudSystem
 
 
-class _System(GenerationSystem):
-    """Just what the callback reads: the current stage's name and representation."""
-
-    def __init__(self, cloud: GaussianModel, stage: str) -> None:
-        torch.nn.Module.__init__(self)
-        self.cloud, self.stage_name = cloud, stage
-
-    @property
-    def stage(self):
-        return SimpleNamespace(name=self.stage_name)
-
-    @property
-    def representation(self):
-        return self.cloud
-
-
-def _step(callback: HoldCloudSize, system: _System) -> None:
+def _step(callback: HoldCloudSize, system: CloudSystem) -> None:
     callback.on_train_batch_end(None, system, None, None, 0)
 
 
 def test_the_centres_keep_the_first_held_radius_and_only_their_size_is_undone():
     cloud = GaussianModel(n_init=50, seed=0)
-    system = _System(cloud, "geometry")
+    system = CloudSystem(cloud, "geometry")
     callback = HoldCloudSize(["geometry"])
     _step(callback, system)
     radius = float(rms_radius(cloud.means.detach()))
@@ -63,5 +45,5 @@ def test_the_radius_is_checkpointed_and_no_stages_hold_nothing():
     before = cloud.means.detach().clone()
     with torch.no_grad():
         cloud.params["means"].mul_(2.0)
-    _step(HoldCloudSize(), _System(cloud, "geometry"))
+    _step(HoldCloudSize(), CloudSystem(cloud, "geometry"))
     torch.testing.assert_close(cloud.means.detach(), 2.0 * before)

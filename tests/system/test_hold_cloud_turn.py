@@ -5,30 +5,12 @@ checkpointed."""
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
-
 import pytest
 import torch
 
 from framework.callbacks.hold_cloud_turn import HoldCloudTurn, angular_moment, turn_about_z, wrap_turn
 from framework.representations.gaussians import GaussianModel, quat_to_rotmat
-from framework.system import GenerationSystem
-
-
-class _System(GenerationSystem):
-    """Just what the callback reads: the current stage's name and representation."""
-
-    def __init__(self, cloud: GaussianModel, stage: str) -> None:
-        torch.nn.Module.__init__(self)
-        self.cloud, self.stage_name = cloud, stage
-
-    @property
-    def stage(self):
-        return SimpleNamespace(name=self.stage_name)
-
-    @property
-    def representation(self):
-        return self.cloud
+from tests.system.cloud_system import CloudSystem
 
 
 def _box_cloud(seed: int = 0) -> GaussianModel:
@@ -76,7 +58,7 @@ def _turn(cloud: GaussianModel, angle: float) -> None:
         torch.testing.assert_close(_rotations(cloud), rotation @ before, atol=1e-5, rtol=0)
 
 
-def _step(callback: HoldCloudTurn, system: _System) -> None:
+def _step(callback: HoldCloudTurn, system: CloudSystem) -> None:
     callback.on_train_batch_end(None, system, None, None, 0)
 
 
@@ -95,7 +77,7 @@ def test_the_turn_reads_a_boxs_faces_and_wraps_by_a_quarter_circle():
 @pytest.mark.parametrize("degrees", [25.0, -15.0])
 def test_a_turned_cloud_is_turned_back_centres_and_orientations_alike(degrees: float):
     cloud = _box_cloud()
-    system = _System(cloud, "geometry")
+    system = CloudSystem(cloud, "geometry")
     callback = HoldCloudTurn(["geometry"])
     _step(callback, system)  # the first held step sets the turn
     means, rotations = cloud.means.detach().clone(), _rotations(cloud)
@@ -109,7 +91,7 @@ def test_a_turned_cloud_is_turned_back_centres_and_orientations_alike(degrees: f
 
 def test_only_the_named_stages_are_held_and_the_turn_is_checkpointed():
     cloud = _box_cloud()
-    system = _System(cloud, "appearance")
+    system = CloudSystem(cloud, "appearance")
     callback = HoldCloudTurn(["geometry"])
     _step(callback, system)
     assert callback.turn is None
@@ -130,7 +112,7 @@ def test_only_the_named_stages_are_held_and_the_turn_is_checkpointed():
 def test_a_cloud_that_is_not_clearly_four_fold_keeps_its_turn():
     cloud = _box_cloud()
     assert float(angular_moment(cloud.means.detach(), 4).abs()) == pytest.approx(0.7, abs=0.05)
-    system = _System(cloud, "geometry")
+    system = CloudSystem(cloud, "geometry")
     callback = HoldCloudTurn(["geometry"], min_strength=0.8)
     _step(callback, system)
     _turn(cloud, math.radians(20.0))
