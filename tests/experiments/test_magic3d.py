@@ -20,6 +20,7 @@ from framework.renderers.dmtet import DMTetRenderer
 from framework.renderers.volume import VolumeRenderer
 from framework.representations.dmtet import DMTet
 from framework.representations.nerf import NeRFField
+from framework.representations.point_prior_shape import PointPriorShape
 from framework.schedules import as_scalar, value_at
 from framework.utils.checkpoint_io import load_checkpoint_file
 from tests.helpers import compose_config, tiny_magic3d_overrides
@@ -64,12 +65,13 @@ def _rows(run_dir: Path) -> list[dict[str, str]]:
 
 
 def test_magic3d_config_builds_a_nerf_stage_then_a_dmtet_stage(tmp_path, tiny_pixel_prior):
-    """The coarse stage renders the NeRF by volume rendering; entering the fine stage converts its
-    density into a DMTet coloured by a copy of the NeRF, rendered by the DMTet renderer, trained
+    """The coarse stage renders the NeRF by volume rendering, its density started from the bundled
+    point prior's solid for the prompt; entering the fine stage converts its density into a DMTet coloured by a copy of the NeRF, rendered by the DMTet renderer, trained
     with the mesh regularisers under the fine learning-rate prefixes."""
     system, datamodule = build_system(compose_config(_overrides(tmp_path, tiny_pixel_prior)), torch.device("cpu"))
     assert [stage.name for stage in system.stages] == ["coarse", "fine"]
     assert isinstance(system.representation, NeRFField) and isinstance(system.renderers["main"], VolumeRenderer)
+    assert isinstance(system.representation.shape, PointPriorShape)
     fine = system.stages[1]
     assert isinstance(fine.convert, NeRFToDMTet) and fine.convert.target == "dmtet" and fine.renderer == "dmtet"
     assert fine.losses == ["laplacian_smoothness", "normal_consistency", "sdf_sign_entropy"]
