@@ -66,8 +66,9 @@ def _rows(run_dir: Path) -> list[dict[str, str]]:
 
 def test_magic3d_config_builds_a_nerf_stage_then_a_dmtet_stage(tmp_path, tiny_pixel_prior):
     """The coarse stage renders the NeRF by volume rendering, its density started from the bundled
-    point prior's solid for the prompt; entering the fine stage converts its density into a DMTet coloured by a copy of the NeRF, rendered by the DMTet renderer, trained
-    with the mesh regularisers under the fine learning-rate prefixes."""
+    point prior's solid for the prompt; entering the fine stage converts its density into a DMTet
+    coloured by a copy of the NeRF, rendered by the DMTet renderer, trained with the mesh
+    regularisers under the fine learning-rate prefixes."""
     system, datamodule = build_system(compose_config(_overrides(tmp_path, tiny_pixel_prior)), torch.device("cpu"))
     assert [stage.name for stage in system.stages] == ["coarse", "fine"]
     assert isinstance(system.representation, NeRFField) and isinstance(system.renderers["main"], VolumeRenderer)

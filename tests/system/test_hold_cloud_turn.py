@@ -5,6 +5,7 @@ checkpointed."""
 from __future__ import annotations
 
 import math
+
 import pytest
 import torch
 
