@@ -1,8 +1,9 @@
 """NeRF -> DMTet (Magic3D's stage boundary): the density's isosurface becomes the DMTet's SDF.
 
 The density is sampled on a grid; where it exceeds the surface level is inside (floaters
-dropped; the level is the one whose silhouettes match the NeRF's rendered ones unless a number is
-given: `framework.export.density_level`), and the DMTet's SDF is fitted to the signed distance
+dropped; the level is the one whose silhouettes match the NeRF's rendered ones, or whose inside
+has the volume of the shape the NeRF started from, unless a number is given:
+`framework.export.density_level`), and the DMTet's SDF is fitted to the signed distance
 from that inside's boundary (its deformation starts at zero).
 The colour carries over: the DMTet's colour field is a copy of the NeRF field (same
 architecture, same weights), which the fine stage goes on training.
@@ -16,8 +17,8 @@ from typing import Any, Callable, Mapping
 from torch import nn
 
 from framework.cameras.camera import CameraBatch
-from framework.export.density_level import check_threshold, surface_level
-from framework.export.marching_cubes import sample_grid
+from framework.export.density_level import check_threshold
+from framework.export.marching_cubes import field_surface_level, sample_grid
 from framework.representations.dmtet import DMTet
 from framework.representations.mesh_sdf import sdf_from_occupancy
 from framework.representations.nerf import NeRFField
@@ -28,7 +29,8 @@ class NeRFToDMTet:
     dmtet: builds the (empty) DMTet: a callable taking `init` and `colour` keyword arguments
         (a Hydra `_partial_` of `DMTet`).
     target: the name of the representation it makes.
-    density_threshold: the density level taken as the surface, or "auto" (silhouette-matched).
+    density_threshold: the density level taken as the surface, "auto" (silhouette-matched) or
+        "shape" (volume-matched to the NeRF's start shape, `representation.shape`).
     covered_opacity: with "auto", the rendered opacity from which the NeRF's silhouettes count as
         covered (lower keeps more of a soft NeRF's halo).
     grid_resolution: density samples per axis over [-1, 1]^3.
@@ -61,7 +63,7 @@ class NeRFToDMTet:
         device = next(source.parameters()).device
         density = sample_grid(source.density, self.grid_resolution, device=device)
         try:
-            level = surface_level(density, self.density_threshold, covered_opacity=self.covered_opacity)
+            level = field_surface_level(source, density, self.density_threshold, self.covered_opacity, device=device)
             target = sdf_from_occupancy(density > level, min_component_fraction=self.min_component_fraction)
         except ValueError as error:
             raise ValueError(

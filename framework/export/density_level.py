@@ -8,6 +8,12 @@ the side and above) the rendered opacity is `1 - exp(-sum(density) * spacing)` a
 silhouette is where it exceeds a covered opacity (one half unless told); the level set
 `density > level` covers exactly the rays whose largest density exceeds the level. The level whose
 silhouettes best match (mean IoU over the three views) is taken.
+
+A NeRF started from a 3D prior's solid (`representation.shape`) can take its size from that solid
+instead ("shape"): the level whose inside holds as many grid samples as the solid does. SDS under a
+2D prior draws the outline but blurs the rim, where the silhouette cut is a guess (a round NeRF's
+soft rim belongs to it, a flat-sided one's halo does not); the point prior's sample comes within
+a few per cent of the true size (docs/magic3d_notes.md).
 """
 
 from __future__ import annotations
@@ -59,20 +65,58 @@ def silhouette_matched_level(density: np.ndarray, bound: float = 1.0, covered_op
     return float(levels[int(agreement.argmax())])
 
 
+def volume_matched_level(density: np.ndarray, solid: np.ndarray) -> float:
+    """The density level whose level set holds as many grid samples as `solid` ([R, R, R] bool on the
+    same grid): halfway between the densities ranked at the solid's sample count and the next.
+
+    Raises:
+        ValueError: if `solid` is empty or fills the grid, or its shape is not the density's.
+    """
+    solid = np.asarray(solid, dtype=bool)
+    if solid.shape != density.shape:
+        raise ValueError(f"the start solid's grid {solid.shape} is not the density's {density.shape}")
+    inside = int(solid.sum())
+    if not 0 < inside < solid.size:
+        raise ValueError(f"the start solid holds {inside} of {solid.size} grid samples: no level set can match its volume")
+    ranked = np.sort(np.asarray(density, dtype=np.float64).ravel())[::-1]
+    return float(0.5 * (ranked[inside - 1] + ranked[inside]))
+
+
+THRESHOLD_WORDS = ("auto", "shape")
+
+
 def check_threshold(threshold: float | str) -> float | str:
-    """A density-threshold setting: a number, or "auto" (`silhouette_matched_level`).
+    """A density-threshold setting: a number, "auto" (`silhouette_matched_level`) or "shape"
+    (`volume_matched_level` against the field's start shape).
 
     Raises:
         ValueError: naming any other value.
     """
-    if threshold == "auto":
+    if threshold in THRESHOLD_WORDS:
         return threshold
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold > 0:
-        raise ValueError(f"density threshold {threshold!r}: give a positive number or 'auto'")
+        raise ValueError(f"density threshold {threshold!r}: give a positive number, 'auto' or 'shape'")
     return float(threshold)
 
 
-def surface_level(density: np.ndarray, threshold: float | str, bound: float = 1.0, covered_opacity: float = 0.5) -> float:
+def surface_level(
+    density: np.ndarray, threshold: float | str, bound: float = 1.0, covered_opacity: float = 0.5, start_solid: np.ndarray | None = None
+) -> float:
     """The level a `check_threshold` setting means for this grid of `density` ("auto": the
-    silhouettes where the rendered opacity exceeds `covered_opacity`)."""
-    return silhouette_matched_level(density, bound, covered_opacity) if threshold == "auto" else float(threshold)
+    silhouettes where the rendered opacity exceeds `covered_opacity`; "shape": the volume of
+    `start_solid`, the inside of the field's start shape on the same grid).
+
+    Raises:
+        ValueError: "shape" without a `start_solid` (a field started from no shape), or as the
+            level choosers raise.
+    """
+    if threshold == "auto":
+        return silhouette_matched_level(density, bound, covered_opacity)
+    if threshold == "shape":
+        if start_solid is None:
+            raise ValueError(
+                "density threshold 'shape' takes the volume of the shape the field started from, and this field has none "
+                "(representation.shape=null): give 'auto' or a number"
+            )
+        return volume_matched_level(density, start_solid)
+    return float(threshold)

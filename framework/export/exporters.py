@@ -15,7 +15,7 @@ import torch
 
 from framework.export.gaussian_ply import write_gaussian_ply
 from framework.export.density_level import check_threshold
-from framework.export.marching_cubes import extract_mesh, remove_floaters
+from framework.export.marching_cubes import field_surface_level, mesh_from_grid, remove_floaters, sample_grid
 from framework.export.mesh_io import write_glb, write_obj
 from framework.export.pbr_bake import bake_field_textures, write_pbr_mesh
 from framework.export.texture_bake import write_textured_mesh
@@ -34,8 +34,9 @@ class DensityMesh:
     Args:
         export_dir: the run's `export/` folder.
         representation: the name of the field.
-        threshold: density level of the surface, or "auto": the level whose silhouettes match
-            the field's rendered ones (`framework.export.density_level`).
+        threshold: density level of the surface, "auto": the level whose silhouettes match the
+            field's rendered ones, or "shape": the level whose inside has the volume of the shape
+            the field started from (`framework.export.density_level`).
         resolution: marching-cubes grid size over [-1, 1]^3.
         min_component_fraction: drop floaters smaller than this fraction of the largest piece.
     """
@@ -50,7 +51,8 @@ class DensityMesh:
     @torch.no_grad()
     def __call__(self, system: Any) -> list[Path]:
         field = system.representation_named(self.representation)
-        vertices, faces = extract_mesh(field.density, self.threshold, self.resolution, device=system.device)
+        density = sample_grid(field.density, self.resolution, device=system.device)
+        vertices, faces = mesh_from_grid(density, field_surface_level(field, density, self.threshold, device=system.device))
         vertices, faces = remove_floaters(vertices, faces, self.min_component_fraction)
         points = torch.from_numpy(vertices).to(system.device)
         colours = np.clip(torch.cat([field(chunk)[1] for chunk in points.split(65536)]).cpu().numpy(), 0.0, 1.0)

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from framework.export.density_level import surface_level
 
@@ -49,44 +49,32 @@ def sample_grid(
     return values.view(resolution, resolution, resolution).numpy()
 
 
-def extract_mesh(
-    field: Callable[[Tensor], Tensor],
-    threshold: float | str,
-    resolution: int,
-    bound: float = 1.0,
-    chunk: int = 65536,
-    device: torch.device | str = "cpu",
-) -> tuple[np.ndarray, np.ndarray]:
-    """Mesh the level set `field == threshold` of a density (inside where `field > threshold`).
+def field_surface_level(
+    field: nn.Module, density: np.ndarray, threshold: float | str, covered_opacity: float = 0.5, bound: float = 1.0, device: torch.device | str = "cpu"
+) -> float:
+    """The level a threshold setting means for `field`, whose density `sample_grid` gave as `density`
+    (`framework.export.density_level.surface_level`; for "shape" the field's `shape`, the signed
+    distance it started from, is sampled on the same grid)."""
+    shape = getattr(field, "shape", None) if threshold == "shape" else None
+    solid = None if shape is None else sample_grid(shape, density.shape[0], bound, device=device) < 0
+    return surface_level(density, threshold, bound, covered_opacity, start_solid=solid)
 
-    The sampled grid is padded with one layer of "outside", so a surface cut by the box still
-    closes: its cap lies at most one grid cell outside [-bound, bound]^3.
 
-    Args:
-        field: maps [N, 3] world points to [N] densities; evaluated under `torch.no_grad`.
-        threshold: the iso-value separating inside from outside, or "auto": the density level
-            whose silhouettes match the field's rendered ones (`framework.export.density_level`).
-        resolution: samples per axis.
-        bound: the grid covers [-bound, bound]^3.
-        chunk: points per call to `field`.
-        device: where `field` runs.
+def mesh_from_grid(volume: np.ndarray, threshold: float, bound: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Mesh the level set `volume == threshold` of densities sampled on the grid of `sample_grid`
+    ([R, R, R], (x, y, z) order, over [-bound, bound]^3; inside where `volume > threshold`).
+
+    The grid is padded with one layer of "outside", so a surface cut by the box still closes: its
+    cap lies at most one grid cell outside [-bound, bound]^3.
 
     Returns:
         vertices: [V, 3] float32 world positions.
         faces: [F, 3] int64 vertex indices, counter-clockwise seen from outside.
 
     Raises:
-        ValueError: if the field never crosses `threshold` on the grid (the message gives the
-            threshold and the field's range, the usual sign of a wrong threshold or an empty
-            model).
+        ValueError: if the volume never crosses `threshold` (the message gives the threshold and
+            the volume's range, the usual sign of a wrong threshold or an empty model).
     """
-    volume = sample_grid(field, resolution, bound, chunk, device)
-    return mesh_from_grid(volume, surface_level(volume, threshold, bound), bound)
-
-
-def mesh_from_grid(volume: np.ndarray, threshold: float, bound: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Marching cubes on densities already sampled on the grid of `sample_grid` ([R, R, R], (x, y, z)
-    order, over [-bound, bound]^3); see `extract_mesh` for the conventions and the error."""
     from skimage.measure import marching_cubes
 
     volume = np.asarray(volume, dtype=np.float32)

@@ -1,6 +1,7 @@
 """framework.conversions.nerf_to_dmtet: Magic3D's stage boundary. A NeRF whose density is a ball
-becomes a DMTet of the ball's radius, coloured by a copy of the NeRF's albedo; a threshold above
-every density is named in one line; the placeholder takes the converted DMTet's weights."""
+becomes a DMTet of the ball's radius, coloured by a copy of the NeRF's albedo; with the threshold
+"shape", of the radius of the solid the NeRF started from; a threshold above every density is
+named in one line; the placeholder takes the converted DMTet's weights."""
 
 from __future__ import annotations
 
@@ -53,6 +54,41 @@ def test_a_density_ball_becomes_a_dmtet_of_its_radius(mode: str) -> None:
     assert (radii - RADIUS).abs().max() < cell / 2
     assert dmtet.shape_state() == {"resolution": 16, "scale": 1.0}
 
+
+
+class _Sphere(torch.nn.Module):
+    """The signed distance of a sphere about the origin: a NeRF's start shape."""
+
+    def __init__(self, radius: float) -> None:
+        super().__init__()
+        self.radius = radius
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        return points.norm(dim=-1) - self.radius
+
+
+@pytest.mark.parametrize("offset", [-2.0, 3.0])
+def test_shape_cuts_the_nerf_at_its_start_shapes_volume(offset: float) -> None:
+    """A NeRF started from a sphere of radius 0.6 whose density head adds `offset` everywhere (SDS
+    thinned or thickened it): its level sets are still spheres, and "shape" takes the one of radius
+    0.6, where a fixed level moves with the offset."""
+    torch.manual_seed(0)
+    nerf = NeRFField(TriplaneEncoding(resolution=8, channels=4), hidden=16, blob_density=BLOB_DENSITY, shape=_Sphere(0.6))
+    with torch.no_grad():
+        nerf.density_head[-1].weight.zero_()
+        nerf.density_head[-1].bias.fill_(offset)
+    cell = 2.0 / 16
+    for threshold, radius in (("shape", 0.6), (math.log(2.0), 0.6 + offset * nerf.shape_depth / BLOB_DENSITY)):
+        dmtet = NeRFToDMTet(partial(DMTet, resolution=16, encoding=None), density_threshold=threshold, grid_resolution=48)(nerf, _no_render)
+        radii = dmtet.surface()[0].detach().norm(dim=-1)
+        assert abs(radii.mean().item() - radius) < cell / 4, threshold
+
+
+def test_shape_without_a_start_shape_is_named() -> None:
+    convert = NeRFToDMTet(partial(DMTet, resolution=8, encoding=None), density_threshold="shape", grid_resolution=16)
+    with pytest.raises(ValueError, match=r"density threshold 'shape'.*\(representation.shape=null\).*\(the density spans") as refused:
+        convert(_ball_nerf(), _no_render)
+    assert "\n" not in str(refused.value)
 
 
 def test_the_conversion_does_not_depend_on_the_global_rng() -> None:

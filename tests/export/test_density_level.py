@@ -1,5 +1,6 @@
 """framework.export.density_level: the surface level of a density grid whose level set casts the
-field's rendered silhouettes, and the checks of a threshold setting."""
+field's rendered silhouettes, or holds the volume of the solid the field started from, and the
+checks of a threshold setting."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from framework.export.density_level import check_threshold, silhouette_matched_level, surface_level
+from framework.export.density_level import check_threshold, silhouette_matched_level, surface_level, volume_matched_level
 from framework.export.marching_cubes import sample_grid
 
 RESOLUTION = 96
@@ -62,14 +63,40 @@ def test_an_empty_field_is_refused_with_its_range() -> None:
     assert "\n" not in str(refused.value)
 
 
+@pytest.mark.parametrize("solid_radius", [0.3, 0.55])
+def test_the_volume_matched_level_holds_the_solids_volume(solid_radius: float) -> None:
+    """Whatever the field's peak, the level set is the solid's ball: as many samples inside, and the
+    radius RADIUS * (1 - level / peak) within a grid cell of the solid's."""
+    for peak in (14.0, 140.0):
+        grid = sample_grid(_soft_ball(peak), 48)
+        solid = sample_grid(lambda points: points.norm(dim=-1), 48) < solid_radius
+        level = volume_matched_level(grid, solid)
+        assert (grid > level).sum() == solid.sum()
+        assert abs(RADIUS * (1.0 - level / peak) - solid_radius) < 2.0 / 47
+
+
+@pytest.mark.parametrize("solid, message", [(np.zeros((8, 8, 8), bool), "holds 0 of 512"), (np.ones((8, 8, 8), bool), "holds 512 of 512"), (np.ones((4, 4, 4), bool), r"grid \(4, 4, 4\) is not")])
+def test_a_solid_no_level_can_match_is_named(solid: np.ndarray, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        volume_matched_level(sample_grid(_soft_ball(14.0), 8), solid)
+
+
+def test_shape_without_a_start_solid_is_named() -> None:
+    with pytest.raises(ValueError, match=r"density threshold 'shape'.*has none \(representation.shape=null\)") as refused:
+        surface_level(sample_grid(_soft_ball(14.0), 8), "shape")
+    assert "\n" not in str(refused.value)
+
+
 @pytest.mark.parametrize("setting", ["automatic", -1.0, 0, True, None])
 def test_a_bad_threshold_setting_is_named(setting: object) -> None:
-    with pytest.raises(ValueError, match=rf"density threshold {setting!r}: give a positive number or 'auto'"):
+    with pytest.raises(ValueError, match=rf"density threshold {setting!r}: give a positive number, 'auto' or 'shape'"):
         check_threshold(setting)
 
 
-def test_a_number_is_used_as_it_is_and_auto_is_resolved_per_grid() -> None:
+def test_a_number_is_used_as_it_is_and_the_words_are_resolved_per_grid() -> None:
     grid = sample_grid(_soft_ball(14.0), 32)
-    assert check_threshold(5) == 5.0 and check_threshold("auto") == "auto"
+    solid = sample_grid(lambda points: points.norm(dim=-1), 32) < 0.5
+    assert check_threshold(5) == 5.0 and check_threshold("auto") == "auto" and check_threshold("shape") == "shape"
     assert surface_level(grid, 5.0) == 5.0
     assert surface_level(grid, "auto") == silhouette_matched_level(grid)
+    assert surface_level(grid, "shape", start_solid=solid) == volume_matched_level(grid, solid)

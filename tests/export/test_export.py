@@ -10,7 +10,7 @@ import torch
 import trimesh
 
 from framework.export.axes import Z_UP_TO_Y_UP, yup_to_zup, zup_to_yup
-from framework.export.marching_cubes import decimate, extract_mesh, mesh_from_grid, remove_floaters, sample_grid
+from framework.export.marching_cubes import decimate, mesh_from_grid, remove_floaters, sample_grid
 from framework.export.exporters import TexturedMeshFiles
 from framework.export.mesh_io import Texture, load_mesh_zup, write_glb, write_obj
 from framework.representations.lights import CameraLight
@@ -28,7 +28,7 @@ def sphere_density(points: torch.Tensor, centre: tuple[float, ...] = (0.0, 0.0, 
 
 @pytest.fixture(scope="module")
 def sphere() -> tuple[np.ndarray, np.ndarray]:
-    return extract_mesh(sphere_density, threshold=0.0, resolution=RESOLUTION)
+    return mesh_from_grid(sample_grid(sphere_density, RESOLUTION), threshold=0.0)
 
 
 @pytest.fixture
@@ -85,22 +85,16 @@ def test_sphere_mesh_is_closed_and_faces_outwards(sphere):
 
 
 def test_chunking_does_not_change_the_mesh(sphere):
-    vertices, faces = extract_mesh(sphere_density, threshold=0.0, resolution=RESOLUTION, chunk=4097)
+    vertices, faces = mesh_from_grid(sample_grid(sphere_density, RESOLUTION, chunk=4097), threshold=0.0)
     np.testing.assert_array_equal(vertices, sphere[0])
     np.testing.assert_array_equal(faces, sphere[1])
 
 
 def test_surface_cut_by_the_box_still_closes():
-    vertices, faces = extract_mesh(lambda p: sphere_density(p, radius=1.3), threshold=0.0, resolution=16)
+    vertices, faces = mesh_from_grid(sample_grid(lambda p: sphere_density(p, radius=1.3), 16), threshold=0.0)
     mesh = trimesh.Trimesh(vertices, faces, process=False)
     assert mesh.is_watertight and mesh.volume > 0
     assert np.abs(vertices).max() <= 1.0 + 2.0 / 15
-
-
-def test_mesh_from_a_sampled_grid_equals_extract_mesh(sphere):
-    vertices, faces = mesh_from_grid(sample_grid(sphere_density, RESOLUTION), threshold=0.0)
-    np.testing.assert_array_equal(vertices, sphere[0])
-    np.testing.assert_array_equal(faces, sphere[1])
 
 
 def test_decimation_keeps_the_shape(sphere):
@@ -116,14 +110,14 @@ def test_decimation_keeps_the_shape(sphere):
 @pytest.mark.parametrize("threshold", [1.5, -2.5])
 def test_empty_level_set_names_threshold_and_range(threshold):
     with pytest.raises(ValueError, match=rf"threshold {threshold}.*\[-?\d"):
-        extract_mesh(sphere_density, threshold=threshold, resolution=8)
+        mesh_from_grid(sample_grid(sphere_density, 8), threshold=threshold)
 
 
 def test_remove_floaters_keeps_the_body():
     def body_and_speck(points):
         return torch.maximum(sphere_density(points), sphere_density(points, centre=(0.8, 0.0, 0.0), radius=0.1))
 
-    vertices, faces = extract_mesh(body_and_speck, threshold=0.0, resolution=RESOLUTION)
+    vertices, faces = mesh_from_grid(sample_grid(body_and_speck, RESOLUTION), threshold=0.0)
     assert np.linalg.norm(vertices, axis=1).max() > 0.8  # the speck is there
     kept_vertices, kept_faces = remove_floaters(vertices, faces)
     assert np.linalg.norm(kept_vertices, axis=1).max() < RADIUS + SPACING
