@@ -87,6 +87,17 @@ def classify_colour(rgb: Tensor, mask: Tensor, references: Tensor) -> Tensor:
     return torch.where(colour.isnan().any(dim=-1), torch.full_like(best, UNCLASSIFIED), best)
 
 
+def candidate_distances(images: Tensor, candidates: Sequence[Tensor]) -> Tensor:
+    """[B, K] RGB L2 distance from each image [B, H, W, 3] in [0, 1] to the nearest view of each
+    candidate (K tensors [V_k, H, W, 3], floats in [0, 1] or uint8)."""
+    distances = torch.empty(images.shape[0], len(candidates))
+    for k, views in enumerate(candidates):
+        views = views.float() / 255.0 if views.dtype == torch.uint8 else views.float()
+        # One image at a time bounds memory at V_k images.
+        distances[:, k] = torch.stack([(views - image).flatten(1).norm(dim=1).amin() for image in images.float()])
+    return distances
+
+
 def nearest_candidate(images: Tensor, candidates: Sequence[Tensor]) -> Tensor:
     """Which candidate each image looks most like: the one holding the nearest view (RGB L2).
 
@@ -101,11 +112,7 @@ def nearest_candidate(images: Tensor, candidates: Sequence[Tensor]) -> Tensor:
     Returns:
         [B] long index into `candidates`, `UNCLASSIFIED` where the best distance is tied.
     """
-    distances = torch.empty(images.shape[0], len(candidates))
-    for k, views in enumerate(candidates):
-        views = views.float() / 255.0 if views.dtype == torch.uint8 else views.float()
-        # One image at a time bounds memory at V_k images.
-        distances[:, k] = torch.stack([(views - image).flatten(1).norm(dim=1).amin() for image in images.float()])
+    distances = candidate_distances(images, candidates)
     if len(candidates) == 1:
         return torch.zeros(images.shape[0], dtype=torch.long)
     best = distances.topk(2, dim=-1, largest=False)

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import train_multi_view_prior  # noqa: E402
 
-from bundled.evaluation.multi_view_prior import evaluate_multi_view_prior, judged_sides, score_normal_depth_views  # noqa: E402
+from bundled.evaluation.multi_view_prior import evaluate_multi_view_prior, judged_sides, score_normal_depth_views, score_shape_at_cameras  # noqa: E402
 from bundled.evaluation.prior import PriorPrompt, build_references, score_plain  # noqa: E402
 from bundled.prior.dataset import COLOUR_NAMES, OBJECT_NAMES  # noqa: E402
 from bundled.prior.model import PriorArchitecture  # noqa: E402
@@ -196,8 +196,23 @@ def test_true_normal_depth_and_albedo_views_pass_their_judges():
     swapped = torch.cat([normal_depth[..., :3], normal_depth.roll(4, dims=0)[..., 3:]], dim=-1)  # each set's depth from another object
     assert not score_normal_depth_views(swapped, view_prompts)["depth"].all()
     albedo = torch.cat([render_object(OBJECTS[p.object], p.colour, cameras.subset(slice(4 * i, 4 * i + 4)), lit=False)[0] for i, p in enumerate(prompts)])
-    colour_ok, shape_ok = score_plain(albedo, view_prompts, build_references(["cone", "cube", "torus"], sorted(COLOUR_NAMES), albedo=True))
-    assert colour_ok.all() and shape_ok.float().mean() >= 0.9
+    colour_ok, _ = score_plain(albedo, view_prompts, build_references(["cone", "cube", "torus"], sorted(COLOUR_NAMES), albedo=True))
+    assert colour_ok.all()
+
+
+def test_albedo_shapes_are_judged_at_each_views_camera():
+    """Unlit, a cylinder and a mug whose handle is hidden differ only in size, which the reference
+    grid's distances absorb: the grid judge failed most true cylinder views (0.86 over the world's
+    view sets). Judged against the objects rendered at each view's own camera, true views of the
+    pair are right, and a view of the wrong object is not."""
+    prompts = [PriorPrompt("green", "cylinder"), PriorPrompt("pink", "mug"), PriorPrompt("red", "cube")]
+    view_prompts = [p for p in prompts for _ in range(4)]
+    cameras = OrbitDistribution().sample_groups(3, 4, 32, torch.Generator().manual_seed(0))
+    albedo = torch.cat([render_object(OBJECTS[p.object], p.colour, cameras.subset(slice(4 * i, 4 * i + 4)), lit=False)[0] for i, p in enumerate(prompts)])
+    assert score_shape_at_cameras(albedo, view_prompts, cameras, lit=False, n_azimuths=16).all()
+    cube_called_cylinder = [PriorPrompt(p.colour, "cylinder" if p.object == "cube" else p.object) for p in view_prompts]
+    judged = score_shape_at_cameras(albedo, cube_called_cylinder, cameras, lit=False, n_azimuths=16)
+    assert judged[:8].all() and not judged[8:].any()
 
 
 def test_evaluating_a_normal_depth_prior_reports_shape_and_depth(tiny_normal_depth_prior):
