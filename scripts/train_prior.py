@@ -33,7 +33,7 @@ from bundled.prior.model import (  # noqa: E402
     build_unet,
 )
 from bundled.prior.sampling import load_prior  # noqa: E402
-from bundled.prior.training import cosine_learning_rate, loss_weights, update_ema  # noqa: E402
+from bundled.prior.training import cosine_learning_rate, loss_weights, train_only_rows, update_ema  # noqa: E402
 from bundled.prior.weights import BUNDLED_PRIOR_DIR, save_prior  # noqa: E402
 from bundled.world.objects import OBJECTS  # noqa: E402
 from framework.guidance.prompts import VIEWS  # noqa: E402
@@ -230,15 +230,6 @@ def _load_exported(folder: Path, arch: PriorArchitecture, unet: torch.nn.Module,
     return history, list(range(known_words, vocabulary))
 
 
-def _train_only_rows(embedding: torch.nn.Parameter, rows: list[int]) -> None:
-    """With the text encoder frozen, the embeddings of new words (`rows`) still learn: every other
-    row's gradient is zeroed (and the embedding gets no weight decay, so those rows stay put)."""
-    trainable = torch.zeros(embedding.shape[0], 1, device=embedding.device)
-    trainable[rows] = 1.0
-    embedding.requires_grad_(True)
-    embedding.register_hook(lambda grad: grad * trainable)
-
-
 def _plain(value: object) -> object:
     """Tuples and lists compare equal (checkpoints store tuples as lists)."""
     if isinstance(value, dict):
@@ -276,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
     text_encoder.requires_grad_(not args.freeze_text_encoder)  # frozen weights get no grad, so AdamW skips them
     embedding = text_encoder.get_input_embeddings().weight
     if args.freeze_text_encoder and new_token_rows:
-        _train_only_rows(embedding, new_token_rows)
+        train_only_rows(embedding, new_token_rows)
         groups = [{"params": [p for p in params if p is not embedding]}, {"params": [embedding], "weight_decay": 0.0}]
     else:
         groups = [{"params": params}]

@@ -6,7 +6,7 @@ samples every prompt of the world with it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -17,6 +17,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, T5EncoderModel
 
 from bundled.prior.model import MAX_TOKENS
 from bundled.prior.weights import BUNDLED_PRIOR_DIR
+from framework.guidance.domain_adapters import DomainAdapters, load_domain_adapters
 
 SUBFOLDERS = ("unet", "text_encoder", "tokenizer", "scheduler")
 GUIDANCE_BELOW_T = 600  # the default guidance interval (see `sample_images`)
@@ -24,12 +25,14 @@ GUIDANCE_BELOW_T = 600  # the default guidance interval (see `sample_images`)
 
 @dataclass
 class LoadedPrior:
-    """The four parts of a pixel-space text-to-image prior, float32, in eval mode."""
+    """The four parts of a pixel-space text-to-image prior, float32, in eval mode, and its
+    caption-routed domain adapters (`framework.guidance.domain_adapters`)."""
 
     unet: UNet2DConditionModel
     text_encoder: T5EncoderModel
     tokenizer: PreTrainedTokenizerBase
     scheduler: DDPMScheduler
+    domain_adapters: DomainAdapters = field(default_factory=DomainAdapters)
 
     @property
     def resolution(self) -> int:
@@ -56,7 +59,8 @@ def load_prior(folder: str | Path = BUNDLED_PRIOR_DIR, device: str | torch.devic
     text_encoder = T5EncoderModel.from_pretrained(folder, subfolder="text_encoder", dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(folder, subfolder="tokenizer")
     scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler")
-    return LoadedPrior(unet.to(device).eval(), text_encoder.to(device).eval(), tokenizer, scheduler)
+    unet = unet.to(device).eval()
+    return LoadedPrior(unet, text_encoder.to(device).eval(), tokenizer, scheduler, load_domain_adapters(unet, folder))
 
 
 @torch.no_grad()
@@ -95,7 +99,8 @@ def sample_images(
         steps: DDIM steps.
         guidance_scale: 1 disables guidance; larger follows the prompt harder.
         negative_prompt: the unconditional prompt ("" is what the prior was trained to drop to).
-        batch_size: prompts denoised together.
+        batch_size: prompts denoised together (each batch of one domain: prompts of a domain
+            adapter run on its UNet, `framework.guidance.domain_adapters`).
         eta: 0 is deterministic DDIM; 1 adds DDPM's noise at every step (stochastic sampling).
         timestep_spacing: "trailing" starts at the last training timestep, where no signal is
             left, so the prompt rather than the noise chooses the outline (Lin et al. 2024);
@@ -129,23 +134,29 @@ def sample_images(
     size = prior.resolution
     noise = torch.randn(len(prompts), prior.unet.config.in_channels, size, size, generator=generator)
     unconditional = encode_prompts(prior, [negative_prompt])
-    images = []
-    batches = range(0, len(prompts), batch_size)
+    # Each batch holds prompts of one domain: a domain adapter's run on its own UNet.
+    domains = [prior.domain_adapters.domain_of(prompt) for prompt in prompts]
+    batches = []
+    for domain in dict.fromkeys(domains):
+        rows = [i for i, other in enumerate(domains) if other is domain]
+        batches += [(domain, rows[start : start + batch_size]) for start in range(0, len(rows), batch_size)]
+    images = torch.empty(len(prompts), prior.unet.config.in_channels, size, size)
     bar = tqdm(total=len(batches) * steps, desc="sampling prior", unit="step", leave=False)
-    for start in batches:
-        text = encode_prompts(prior, prompts[start : start + batch_size])
+    for domain, rows in batches:
+        unet = prior.unet if domain is None else domain.unet
+        text = encode_prompts(prior, [prompts[i] for i in rows])
         embeddings = torch.cat([text, unconditional.expand_as(text)])
-        x = noise[start : start + batch_size].to(prior.device)
-        labels = cameras[start : start + batch_size].to(prior.device) if cameras is not None else None
+        x = noise[rows].to(prior.device)
+        labels = cameras[rows].to(prior.device) if cameras is not None else None
         both = torch.cat([labels, labels]) if labels is not None else None
         for t in scheduler.timesteps:
             if guidance_below_t is None or int(t) < guidance_below_t:
-                text_out, uncond_out = prior.unet(torch.cat([x, x]), t, encoder_hidden_states=embeddings, class_labels=both).sample.chunk(2)
+                text_out, uncond_out = unet(torch.cat([x, x]), t, encoder_hidden_states=embeddings, class_labels=both).sample.chunk(2)
                 prediction = uncond_out + guidance_scale * (text_out - uncond_out)
             else:
-                prediction = prior.unet(x, t, encoder_hidden_states=text, class_labels=labels).sample
+                prediction = unet(x, t, encoder_hidden_states=text, class_labels=labels).sample
             x = scheduler.step(prediction, t, x, eta=eta, generator=generator).prev_sample
             bar.update(1)
-        images.append(x)
+        images[rows] = x.cpu()
     bar.close()
-    return (torch.cat(images).cpu() * 0.5 + 0.5).clamp(0.0, 1.0).permute(0, 2, 3, 1)
+    return (images * 0.5 + 0.5).clamp(0.0, 1.0).permute(0, 2, 3, 1)

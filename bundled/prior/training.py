@@ -1,5 +1,5 @@
 """Pieces every bundled prior's training shares: the loss weight per timestep, the learning-rate
-schedule, the EMA of the weights and the checkpointed state of a run."""
+schedule, new words' embeddings, the EMA of the weights and the checkpointed state of a run."""
 
 from __future__ import annotations
 
@@ -26,6 +26,15 @@ def cosine_learning_rate(step: int, lr: float, warmup_steps: int, total_steps: i
         return lr * (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def train_only_rows(embedding: torch.nn.Parameter, rows: list[int]) -> None:
+    """With the text encoder frozen, the embeddings of new words (`rows`) still learn: every other
+    row's gradient is zeroed (and the embedding gets no weight decay, so those rows stay put)."""
+    trainable = torch.zeros(embedding.shape[0], 1, device=embedding.device)
+    trainable[rows] = 1.0
+    embedding.requires_grad_(True)
+    embedding.register_hook(lambda grad: grad * trainable)
 
 
 @torch.no_grad()

@@ -128,7 +128,10 @@ def caption(colour: str, object_name: str) -> str:
     return f"a {colour} {object_name}"
 
 
+NORMAL_MAP_CAPTION_PREFIX = "a normal map of"
+
+
 def normal_map_caption(object_name: str, colour: str | None = None) -> str:
     """ "a normal map of a cube" (or "... of a red cube": the words a prompt template makes of a
     colour prompt, e.g. Fantasia3D's geometry slot)."""
-    return f"a normal map of {caption(colour, object_name) if colour else f'a {object_name}'}"
+    return f"{NORMAL_MAP_CAPTION_PREFIX} {caption(colour, object_name) if colour else f'a {object_name}'}"

@@ -1,9 +1,13 @@
 """SDS under a pixel-space text-to-image model: the DeepFloyd IF stage-I family and the bundled
-prior (same folder layout: unet/, text_encoder/ (T5), tokenizer/, scheduler/)."""
+prior (same folder layout: unet/, text_encoder/ (T5), tokenizer/, scheduler/, and optionally
+adapters/: caption-routed domain adapters, `framework.guidance.domain_adapters`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +15,9 @@ from diffusers import DDPMScheduler, UNet2DConditionModel
 from torch import Tensor
 from transformers import AutoTokenizer, T5EncoderModel
 
+from framework.guidance.condition import Condition
+from framework.guidance.cuda_graph import GraphedCall
+from framework.guidance.domain_adapters import DomainAdapter, DomainAdapters, load_domain_adapters
 from framework.guidance.sds import ScoreDistillation, load_component
 
 
@@ -36,6 +43,8 @@ class PixelDiffusionGuidance(ScoreDistillation):
             module.requires_grad_(False).eval().to(self.device, self.dtype)
         self.resolution = int(self.unet.config.sample_size)
         self.max_tokens = min(int(self.tokenizer.model_max_length), 77)
+        self.domain_adapters = load_domain_adapters(self.unet, self.pretrained) if Path(self.pretrained).is_dir() else DomainAdapters()
+        self._adapter_calls: dict[str, Callable[..., Tensor]] = {}
 
     @property
     def model_key(self) -> str:
@@ -65,5 +74,39 @@ class PixelDiffusionGuidance(ScoreDistillation):
         return images
 
     def model_output(self, noisy: Tensor, timesteps: Tensor, conditioning: Tensor) -> Tensor:
-        prediction = self.unet(noisy.to(self.device), timesteps, encoder_hidden_states=conditioning).sample
+        return self._unet_output(self.unet, noisy, timesteps, conditioning)
+
+    def _unet_output(self, unet: Any, noisy: Tensor, timesteps: Tensor, conditioning: Tensor) -> Tensor:
+        prediction = unet(noisy.to(self.device), timesteps, encoder_hidden_states=conditioning).sample
         return prediction[:, : noisy.shape[1]]  # IF also predicts a variance
+
+    def noise_predictions(self, noisy: Tensor, timesteps: Tensor, condition: Condition, halves: tuple[str, ...] = ("conditional", "unconditional")) -> tuple[Tensor, ...]:
+        """As `ScoreDistillation.noise_predictions`, with the UNet of the domain adapter the
+        condition's text belongs to, if any (both halves: the adapter is a whole domain)."""
+        adapter = self.domain_adapters.for_captions([condition.text]) if condition.text else None
+        with self._calling(adapter):
+            return super().noise_predictions(noisy, timesteps, condition, halves)
+
+    @contextmanager
+    def _calling(self, adapter: DomainAdapter | None) -> Iterator[None]:
+        """The model calls inside the block go to `adapter`'s UNet (None: the prior's own)."""
+        if adapter is None:
+            yield
+            return
+        if getattr(self.unet, "peft_config", None):
+            raise ValueError(
+                f"a LoRA trains on this prior's UNet (VSD), but the prompt is of the domain {adapter.name!r} "
+                f"(captions starting {adapter.caption_prefix!r}), which runs its adapter's UNet: use another estimator there"
+            )
+        if adapter.name not in self._adapter_calls:
+            call = partial(self._unet_output, adapter.unet)
+            self._adapter_calls[adapter.name] = GraphedCall(call) if isinstance(self._model_call, GraphedCall) else call
+        base, self._model_call = self._model_call, self._adapter_calls[adapter.name]
+        try:
+            yield
+        finally:
+            self._model_call = base
+
+    def eager(self) -> None:
+        super().eager()
+        self._adapter_calls.clear()
