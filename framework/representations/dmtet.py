@@ -6,7 +6,8 @@ parameters. The mesh's vertices are the SDF's zero crossings on the deformed gri
 gradients of anything rendered from the mesh reach the SDF and the deformation (Shen et al. 2021;
 Magic3D and Fantasia3D build on it).
 
-The initial shape is fitted at construction: a sphere or an ellipsoid, a user's mesh, or nothing
+The initial shape is fitted at construction: a sphere or an ellipsoid, a user's mesh, a signed
+distance such as a point-cloud prior's answer to the prompt (`init="shape"`), or nothing
 (`init="none"`: a placeholder a checkpoint is loaded into, or a conversion's target that sets
 the SDF itself with `fit_sdf`).
 """
@@ -24,7 +25,7 @@ from framework.representations.mesh_sdf import mesh_occupancy, sdf_from_occupanc
 from framework.representations.nerf import _mlp
 from framework.representations.tetrahedral_grid import cube_tetrahedra, tet_edges
 
-INITS = ("ellipsoid", "mesh", "none")
+INITS = ("ellipsoid", "mesh", "shape", "none")
 
 
 def ellipsoid_sdf(points: Tensor, radii: Sequence[float]) -> Tensor:
@@ -43,11 +44,14 @@ class DMTet(nn.Module):
     hidden, n_hidden_layers: the field's MLP (SDF and deformation from one head).
     deformation_limit: the largest vertex offset, in grid cells (0: the grid stays regular).
     init: "ellipsoid" (Fantasia3D's default; a sphere when the radii are equal), "mesh" (the
-        closed mesh at `init_path`, e.g. a user's rough model) or "none".
+        closed mesh at `init_path`, e.g. a user's rough model), "shape" (the signed distance
+        `init_shape`) or "none".
     init_radii: the ellipsoid's semi-axes along x, y, z.
     init_path: the mesh file for `init="mesh"` (a closed GLB or OBJ, +y up as glTF has it, like
         the project's own exports); it is centred and scaled to `init_mesh_radius`.
     init_mesh_radius: the radius of the user mesh's bounding sphere once placed in the grid.
+    init_shape: for `init="shape"`, points [N, 3] -> signed distance [N] (negative inside), e.g.
+        `framework.representations.point_prior_shape.PointPriorShape`.
     init_fit_steps: Adam steps that fit a field's SDF to the initial shape.
     colour: a module giving albedo [N, 3] at points [N, 3] through `albedo(points)` (Magic3D
         carries the NeRF's field over); None: white (the material has its own, Fantasia3D).
@@ -66,6 +70,7 @@ class DMTet(nn.Module):
         init_radii: Sequence[float] = (0.5, 0.5, 0.5),
         init_path: str | None = None,
         init_mesh_radius: float = 0.6,
+        init_shape: Callable[[Tensor], Tensor] | None = None,
         init_fit_steps: int = 200,
         colour: nn.Module | None = None,
         seed: int = 0,
@@ -104,6 +109,10 @@ class DMTet(nn.Module):
                 raise ValueError("DMTet init='mesh' needs init_path=<a mesh file>")
             vertices, faces = load_user_mesh(init_path, init_mesh_radius)
             self.fit_sdf(sdf_from_occupancy(mesh_occupancy(vertices, faces, bound=scale), bound=scale), init_fit_steps, seed)
+        elif init == "shape":
+            if init_shape is None:
+                raise ValueError("DMTet init='shape' needs init_shape=<a signed distance>, e.g. +shape@representation.init_shape=point_prior")
+            self.fit_sdf(init_shape, init_fit_steps, seed)
 
     def shape_state(self) -> dict[str, object]:
         """What checkpoints record: the grid, which the state dict does not hold."""

@@ -122,15 +122,28 @@ def test_mesh_init_places_a_user_glb_in_the_grid(tmp_path: Path) -> None:
     assert np.abs(_box_distance(mesh.vertices, half)).max() < cell
 
 
+def test_shape_init_follows_a_signed_distance() -> None:
+    """`init="shape"` (a point-cloud prior's solid in Fantasia3D) meshes the given signed distance:
+    here a box, whose surface the mesh follows to within a grid cell."""
+    half, resolution = np.array([0.5, 0.3, 0.4]), 16
+    box = lambda points: torch.from_numpy(_box_distance(points.numpy(), half)).float()  # noqa: E731
+    vertices, faces = DMTet(resolution=resolution, encoding=None, init="shape", init_shape=box).surface()
+    mesh = _watertight(vertices, faces)
+    cell = 2.0 / resolution
+    np.testing.assert_allclose(mesh.extents, 2 * half, atol=cell)
+    assert np.abs(_box_distance(mesh.vertices, half)).max() < cell
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"init": "sphere"}, r"DMTet init='sphere': must be one of \('ellipsoid', 'mesh', 'none'\)"),
+        ({"init": "sphere"}, r"DMTet init='sphere': must be one of \('ellipsoid', 'mesh', 'shape', 'none'\)"),
         ({"init": "mesh"}, r"DMTet init='mesh' needs init_path=<a mesh file>"),
+        ({"init": "shape"}, r"DMTet init='shape' needs init_shape=<a signed distance>"),
         ({"init": "mesh", "init_path": "MISSING"}, r"DMTet init_path='.*missing.glb': no such file"),
         ({"init": "mesh", "init_path": "BROKEN"}, r"DMTet init_path='.*broken.glb': cannot read it as a mesh"),
     ],
-    ids=["bad-init", "no-path", "missing-file", "unreadable-file"],
+    ids=["bad-init", "no-path", "no-shape", "missing-file", "unreadable-file"],
 )
 def test_bad_init_settings_fail_with_one_line(tmp_path: Path, kwargs: dict, message: str) -> None:
     (tmp_path / "broken.glb").write_bytes(b"glTF but not really")
