@@ -11,9 +11,7 @@ A set counts as right in colour (shape, view) when all its (judged) views are.
 RichDreamer's domains are judged the same way on what they show: a normal-depth view's shape by
 its normal map against the normal-map references (`score_normal_maps`), and whether its depth map
 covers what its normal map covers (mask IoU >= 0.8: the depth channel draws the same object); an
-albedo view's colour against unlit references, and its shape against every object rendered unlit
-at the view's own camera (`score_shape_at_cameras`: without shading, the reference grid cannot
-tell a cylinder from a mug of another size at another distance). The front/back judge knows shaded
+albedo view's colour and shape against unlit references. The front/back judge knows shaded
 colour renders only, so views are judged in the colour domain alone.
 """
 
@@ -24,13 +22,12 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from bundled.evaluation.metrics import candidate_distances, mask_iou
-from bundled.evaluation.prior import COMPARE_RESOLUTION, PriorPrompt, build_normal_map_references, build_references, compare_size, score_normal_maps, score_plain
+from bundled.evaluation.metrics import mask_iou
+from bundled.evaluation.prior import PriorPrompt, build_normal_map_references, build_references, compare_size, score_normal_maps, score_plain
 from bundled.evaluation.view_classifier import FrontBackClassifier
 from bundled.prior.multi_view_model import DOMAIN_PRIOR_DIRS, NUM_VIEWS
 from bundled.prior.sampling import LoadedPrior, sample_images
 from bundled.world.objects import COLOURS, OBJECTS
-from bundled.world.render import render_object
 from framework.cameras.camera import CameraBatch
 from framework.cameras.distribution import OrbitDistribution
 from framework.guidance.camera_condition import camera_condition
@@ -39,7 +36,6 @@ from framework.guidance.prompts import VIEWS, view_captions
 
 SECTOR_HALF_WIDTH_DEG = 45.0
 DEPTH_AGREEMENT_IOU = 0.8
-RING_AZIMUTHS = 32  # the candidates' turns at a view's own camera, 11.25 degrees apart
 
 
 def judged_sides(cameras: CameraBatch) -> Tensor:
@@ -65,35 +61,6 @@ def score_view_sets(images: Tensor, prompts: Sequence[PriorPrompt], cameras: Cam
         judge = classifier or FrontBackClassifier.load()
         view_ok[rows] = judge.classify(compare_size(images[rows]), [prompts[int(i)].object for i in rows]) == sides[rows]
     return {"colour": colour_ok, "shape": shape_ok, "view": view_ok, "judged": judged}
-
-
-def score_shape_at_cameras(
-    images: Tensor, prompts: Sequence[PriorPrompt], cameras: CameraBatch, lit: bool, objects: Sequence[str] = tuple(OBJECTS), n_azimuths: int = RING_AZIMUTHS
-) -> Tensor:
-    """Shape correctness [N] of views [N, H, W, 3] drawn for known cameras: every candidate
-    object (`objects`, the whole world by default), in the view's colour, is rendered at the view's
-    elevation, distance and field of view from `n_azimuths` azimuths (its turn stays free), and
-    the view is right when no other object has a nearer render (RGB L2 at 32 px) than the prompted
-    one; a tie counts for the prompt, which then explains the view as well as any other. Why:
-    unlit, a grid of references at fixed elevations and distances cannot separate a cylinder from
-    a mug of another size at another distance, and its steps cost true views their object (true
-    albedo view sets of the world: 0.86 on the grid, 1.00 so)."""
-    names = sorted(set(objects) | {p.object for p in prompts})
-    small = compare_size(images)
-    azimuths = torch.arange(n_azimuths, dtype=torch.float32) * (360.0 / n_azimuths) - 180.0
-    poses = torch.stack([cameras.elevation_deg, cameras.distance, cameras.fovy_deg], dim=1).tolist()
-    keys = [(tuple(pose), p.colour) for pose, p in zip(poses, prompts)]
-    shape_ok = torch.zeros(len(prompts), dtype=torch.bool)
-    for key in dict.fromkeys(keys):
-        (elevation, distance, fovy), colour = key
-        rows = torch.tensor([i for i, other in enumerate(keys) if other == key])
-        full = lambda value: torch.full((n_azimuths,), value)  # noqa: E731
-        ring = CameraBatch.from_orbit(full(elevation), azimuths, full(distance), full(fovy), COMPARE_RESOLUTION)
-        renders = [(render_object(OBJECTS[name], colour, ring, supersample=1, lit=lit)[0] * 255.0).round().to(torch.uint8) for name in names]
-        distances = candidate_distances(small[rows], renders)
-        wanted = torch.tensor([names.index(prompts[int(i)].object) for i in rows])
-        shape_ok[rows] = distances.gather(1, wanted[:, None])[:, 0] <= distances.amin(dim=1)
-    return shape_ok
 
 
 def score_normal_depth_views(images: Tensor, prompts: Sequence[PriorPrompt]) -> dict[str, Tensor]:
@@ -137,8 +104,8 @@ def evaluate_multi_view_prior(
         summary = _accuracies(score_normal_depth_views(images, view_prompts))
     elif domain == "albedo":
         objects_, colours_ = sorted({p.object for p in view_prompts}), sorted({p.colour for p in view_prompts})
-        colour_ok, _ = score_plain(images, view_prompts, build_references(objects_, colours_, albedo=True))
-        summary = _accuracies({"colour": colour_ok, "shape": score_shape_at_cameras(images, view_prompts, cameras, lit=False)})
+        colour_ok, shape_ok = score_plain(images, view_prompts, build_references(objects_, colours_, albedo=True))
+        summary = _accuracies({"colour": colour_ok, "shape": shape_ok})
     else:
         scores = score_view_sets(images, view_prompts, cameras)
         judged = scores.pop("judged")

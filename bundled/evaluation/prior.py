@@ -5,8 +5,10 @@ each colour from a grid of views covering the SDS camera distribution, at 32 px)
 - colour: the sample's mean foreground colour is nearest (L2) to the prompted colour among the
   reference means of that object in every colour (per object, so fixed-colour details such as
   a door shift every candidate alike);
-- shape: the nearest reference view (RGB L2) in the prompted colour belongs to the prompted
-  object rather than to any other;
+- shape: no other object has a reference view (RGB L2) in the prompted colour nearer than the
+  prompted object's nearest (a tie counts for the prompt: unlit, in RichDreamer's albedo domain,
+  hundreds of a cylinder's reference views and a mug's with its handle hidden are the same
+  images; shaded, no two objects' are);
 - view (objects with a front only): a "..., front view" sample is classed as showing the front
   (azimuth within 45 degrees of 0) rather than the back (within 45 of 180), and vice versa for
   "back view", by a small CNN trained on the front and back references
@@ -35,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from bundled.evaluation.metrics import classify_colour, foreground_mask, mean_colour, nearest_candidate
+from bundled.evaluation.metrics import candidate_distances, classify_colour, foreground_mask, mean_colour, nearest_candidate
 from bundled.evaluation.view_classifier import TRAIN_STEPS, FrontBackClassifier, train_front_back_classifier
 from bundled.world.objects import COLOURS, OBJECTS, caption, normal_map_caption
 from bundled.world.render import render_normal_map, render_object
@@ -180,8 +182,8 @@ def score_plain(images: Tensor, prompts: Sequence[PriorPrompt], references: Prio
     shape_ok = torch.zeros(len(prompts), dtype=torch.bool)
     for c in colours.unique().tolist():
         rows = (colours == c).nonzero(as_tuple=True)[0]
-        candidates = list(references.images[:, c])
-        shape_ok[rows] = nearest_candidate(small[rows], candidates) == objects[rows]
+        distances = candidate_distances(small[rows], list(references.images[:, c]))
+        shape_ok[rows] = distances.gather(1, objects[rows, None])[:, 0] <= distances.amin(dim=1)
     return colour_ok, shape_ok
 
 

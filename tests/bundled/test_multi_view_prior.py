@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import train_multi_view_prior  # noqa: E402
 
-from bundled.evaluation.multi_view_prior import evaluate_multi_view_prior, judged_sides, score_normal_depth_views, score_shape_at_cameras  # noqa: E402
+from bundled.evaluation.multi_view_prior import evaluate_multi_view_prior, judged_sides, score_normal_depth_views  # noqa: E402
 from bundled.evaluation.prior import PriorPrompt, build_references, score_plain  # noqa: E402
 from bundled.prior.dataset import COLOUR_NAMES, OBJECT_NAMES  # noqa: E402
 from bundled.prior.model import PriorArchitecture  # noqa: E402
@@ -200,18 +200,20 @@ def test_true_normal_depth_and_albedo_views_pass_their_judges():
     assert colour_ok.all()
 
 
-def test_albedo_shapes_are_judged_at_each_views_camera():
-    """Unlit, a cylinder and a mug whose handle is hidden differ only in size, which the reference
-    grid's distances absorb: the grid judge failed most true cylinder views (0.86 over the world's
-    view sets). Judged against the objects rendered at each view's own camera, true views of the
-    pair are right, and a view of the wrong object is not."""
+def test_albedo_shapes_a_mug_shares_with_a_cylinder_count_for_either():
+    """Unlit, many of a cylinder's reference views and a mug's whose handle is hidden are the same
+    images (the grid's distances absorb their sizes): such a view is right for either prompt, where
+    a strict nearest-reference judge failed most true cylinder views (0.86 over the world's
+    albedo view sets, 0.95 with ties counted). A view of another object is still wrong."""
     prompts = [PriorPrompt("green", "cylinder"), PriorPrompt("pink", "mug"), PriorPrompt("red", "cube")]
     view_prompts = [p for p in prompts for _ in range(4)]
     cameras = OrbitDistribution().sample_groups(3, 4, 32, torch.Generator().manual_seed(0))
     albedo = torch.cat([render_object(OBJECTS[p.object], p.colour, cameras.subset(slice(4 * i, 4 * i + 4)), lit=False)[0] for i, p in enumerate(prompts)])
-    assert score_shape_at_cameras(albedo, view_prompts, cameras, lit=False, n_azimuths=16).all()
+    references = build_references(["cube", "cylinder", "mug"], ["green", "pink", "red"], albedo=True)
+    _, shape_ok = score_plain(albedo, view_prompts, references)
+    assert shape_ok.all()
     cube_called_cylinder = [PriorPrompt(p.colour, "cylinder" if p.object == "cube" else p.object) for p in view_prompts]
-    judged = score_shape_at_cameras(albedo, cube_called_cylinder, cameras, lit=False, n_azimuths=16)
+    _, judged = score_plain(albedo, cube_called_cylinder, references)
     assert judged[:8].all() and not judged[8:].any()
 
 
