@@ -14,8 +14,8 @@ each colour from a grid of views covering the SDS camera distribution, at 32 px)
   "back view", by a small CNN trained on the front and back references
   (`bundled.evaluation.view_classifier`, which says why not the nearest reference);
 - normal-map shape: a "a normal map of a {colour} {object}" sample (the words Fantasia3D's
-  geometry slot makes of a prompt) is nearest (L2) to a normal-map reference view of the prompted
-  object rather than of any other.
+  geometry slot makes of a prompt) is nearer (L2) to a normal-map reference view of the prompted
+  object than to any other object's (ties count for the prompt, as for shape).
 
 Scored this way, ground-truth renders from random cameras of the SDS distribution reach about
 100 % colour, 95-97 % shape and 97 % view accuracy (the shipped judge: mug 100, house 100,
@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from bundled.evaluation.metrics import candidate_distances, classify_colour, foreground_mask, mean_colour, nearest_candidate
+from bundled.evaluation.metrics import candidate_distances, classify_colour, foreground_mask, mean_colour
 from bundled.evaluation.view_classifier import TRAIN_STEPS, FrontBackClassifier, train_front_back_classifier
 from bundled.world.objects import COLOURS, OBJECTS, caption, normal_map_caption
 from bundled.world.render import render_normal_map, render_object
@@ -182,16 +182,23 @@ def score_plain(images: Tensor, prompts: Sequence[PriorPrompt], references: Prio
     shape_ok = torch.zeros(len(prompts), dtype=torch.bool)
     for c in colours.unique().tolist():
         rows = (colours == c).nonzero(as_tuple=True)[0]
-        distances = candidate_distances(small[rows], list(references.images[:, c]))
-        shape_ok[rows] = distances.gather(1, objects[rows, None])[:, 0] <= distances.amin(dim=1)
+        shape_ok[rows] = prompted_is_nearest(small[rows], list(references.images[:, c]), objects[rows])
     return colour_ok, shape_ok
+
+
+def prompted_is_nearest(images: Tensor, candidates: Sequence[Tensor], wanted: Tensor) -> Tensor:
+    """[B] bool: no candidate has a view nearer (RGB L2) to each image than candidate `wanted`
+    [B] does; a tie counts for `wanted` (unlit, or as normal maps, a cylinder and a mug whose
+    handle is hidden have the same reference images)."""
+    distances = candidate_distances(images, candidates)
+    return distances.gather(1, wanted[:, None])[:, 0] <= distances.amin(dim=1)
 
 
 def score_normal_maps(images: Tensor, prompts: Sequence[PriorPrompt], objects: Sequence[str], references: Tensor) -> Tensor:
     """Shape correctness [N] (bool) of normal-map samples [N, H, W, 3]: the nearest normal-map
     reference view shows the prompted object (`references` from `build_normal_map_references`)."""
     wanted = torch.tensor([list(objects).index(p.object) for p in prompts])
-    return nearest_candidate(compare_size(images), list(references)) == wanted
+    return prompted_is_nearest(compare_size(images), list(references), wanted)
 
 
 def train_view_classifier(references: PriorReferences, steps: int = TRAIN_STEPS, seed: int = 0, members: int = 1) -> FrontBackClassifier:

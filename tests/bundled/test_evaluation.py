@@ -23,7 +23,7 @@ from bundled.evaluation.metrics import (
     mask_iou,
     nearest_candidate,
 )
-from bundled.evaluation.prior import ReferenceGrid, evaluate_prior
+from bundled.evaluation.prior import PriorPrompt, ReferenceGrid, build_normal_map_references, evaluate_prior, score_normal_maps
 from bundled.evaluation.run import view_accuracy, evaluate_run
 from bundled.evaluation.views import evaluation_cameras
 from bundled.prior.sampling import load_prior, sample_images
@@ -284,6 +284,21 @@ def test_normal_map_scorer_gives_true_normal_maps_full_marks_and_wrong_objects_n
     assert seen[0] == "a normal map of a red cube" and good.normal_map_grid.shape == (4, 2, 32, 32, 3)
     bad = evaluate_prior(sample("wrong"), objects=objects, colours=("red", "blue"), grid=grid, with_views=False, with_normal_maps=True)
     assert bad.summary["normal_map_shape_accuracy"] == 0.0
+
+
+def test_a_normal_map_a_mug_shares_with_a_cylinder_counts_for_either():
+    """As normal maps, some of a cylinder's reference views and a mug's whose handle is hidden are
+    the same images (the grid's distances absorb their sizes). Such a view is a tie, which a strict
+    nearest-reference judge calls wrong for both; it is right for either prompt, and still wrong
+    for another object."""
+    objects = ["cube", "cylinder", "mug"]
+    references = build_normal_map_references(objects)
+    cylinder, mug = references[1].flatten(1), references[2].flatten(1)
+    shared = (cylinder[:, None] == mug[None]).all(dim=-1).any(dim=1).nonzero()[0, 0]
+    view = references[1][shared : shared + 1].float() / 255.0
+    assert nearest_candidate(view, list(references)).item() == UNCLASSIFIED
+    prompts = [PriorPrompt("red", name) for name in ("cylinder", "mug", "cube")]
+    assert score_normal_maps(view.expand(3, -1, -1, -1), prompts, objects, references).tolist() == [True, True, False]
 
 
 def test_sample_images_shape_range_and_determinism(tiny_pixel_prior):
