@@ -8,7 +8,7 @@ each colour from a grid of views covering the SDS camera distribution, at 32 px)
 - shape: no other object has a reference view (RGB L2) in the prompted colour nearer than the
   prompted object's nearest (a tie counts for the prompt: unlit, in RichDreamer's albedo domain,
   hundreds of a cylinder's reference views and a mug's with its handle hidden are the same
-  images; shaded, no two objects' are);
+  images, and shaded, in the darker colours, dozens);
 - view (objects with a front only): a "..., front view" sample is classed as showing the front
   (azimuth within 45 degrees of 0) rather than the back (within 45 of 180), and vice versa for
   "back view", by a small CNN trained on the front and back references
