@@ -36,9 +36,10 @@ class PriorArchitecture:
     self_attention_levels: int = 2  # coarsest levels whose attention blocks also self-attend
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
-    """A word-level tokenizer over the bundled world's vocabulary (unknown words map to <unk>)."""
-    words = [PAD, EOS, UNK, *_EXTRA_WORDS, *COLOURS, *OBJECTS, *VIEWS, *_NORMAL_MAP_WORDS]
+def build_tokenizer(normal_map_words: bool = True) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over the bundled world's vocabulary (unknown words map to <unk>);
+    without `normal_map_words`, the vocabulary of the first shipped weights."""
+    words = [PAD, EOS, UNK, *_EXTRA_WORDS, *COLOURS, *OBJECTS, *VIEWS, *(_NORMAL_MAP_WORDS if normal_map_words else ())]
     vocab = {word: i for i, word in enumerate(dict.fromkeys(words))}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     core.normalizer = normalizers.Lowercase()
