@@ -89,32 +89,15 @@ def classify_colour(rgb: Tensor, mask: Tensor, references: Tensor) -> Tensor:
 
 def candidate_distances(images: Tensor, candidates: Sequence[Tensor]) -> Tensor:
     """[B, K] RGB L2 distance from each image [B, H, W, 3] in [0, 1] to the nearest view of each
-    candidate (K tensors [V_k, H, W, 3], floats in [0, 1] or uint8)."""
+    candidate (K tensors [V_k, H, W, 3], floats in [0, 1] or uint8).
+
+    Shape judging passes one candidate per object (its renders in the prompted colour from views
+    covering the camera distribution). Comparing shaded RGB rather than masks separates what
+    silhouettes cannot (a cube's flat faces from a cylinder's, a mug's inside).
+    """
     distances = torch.empty(images.shape[0], len(candidates))
     for k, views in enumerate(candidates):
         views = views.float() / 255.0 if views.dtype == torch.uint8 else views.float()
         # One image at a time bounds memory at V_k images.
         distances[:, k] = torch.stack([(views - image).flatten(1).norm(dim=1).amin() for image in images.float()])
     return distances
-
-
-def nearest_candidate(images: Tensor, candidates: Sequence[Tensor]) -> Tensor:
-    """Which candidate each image looks most like: the one holding the nearest view (RGB L2).
-
-    Shape classification passes one candidate per object (its renders in the prompted colour
-    from views covering the camera distribution). Comparing shaded RGB rather than masks
-    separates what silhouettes cannot (a cube's flat faces from a cylinder's, a mug's inside).
-
-    Args:
-        images: [B, H, W, 3] in [0, 1].
-        candidates: K tensors [V_k, H, W, 3], floats in [0, 1] or uint8.
-
-    Returns:
-        [B] long index into `candidates`, `UNCLASSIFIED` where the best distance is tied.
-    """
-    distances = candidate_distances(images, candidates)
-    if len(candidates) == 1:
-        return torch.zeros(images.shape[0], dtype=torch.long)
-    best = distances.topk(2, dim=-1, largest=False)
-    unique = best.values[:, 0] < best.values[:, 1]
-    return torch.where(unique, best.indices[:, 0], torch.full_like(best.indices[:, 0], UNCLASSIFIED))

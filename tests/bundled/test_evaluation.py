@@ -17,13 +17,13 @@ from PIL import Image
 from bundled.evaluation.asset import MeshAsset, load_asset, render_asset
 from bundled.evaluation.metrics import (
     UNCLASSIFIED,
+    candidate_distances,
     classify_colour,
     color_error,
     foreground_mask,
     mask_iou,
-    nearest_candidate,
 )
-from bundled.evaluation.prior import PriorPrompt, ReferenceGrid, build_normal_map_references, evaluate_prior, score_normal_maps
+from bundled.evaluation.prior import PriorPrompt, ReferenceGrid, build_normal_map_references, evaluate_prior, prompted_is_nearest, score_normal_maps
 from bundled.evaluation.run import view_accuracy, evaluate_run
 from bundled.evaluation.views import evaluation_cameras
 from bundled.prior.sampling import load_prior, sample_images
@@ -95,15 +95,18 @@ def test_metrics_on_hand_made_masks():
     assert classify_colour(images, foreground_mask(images), references).tolist() == [1, UNCLASSIFIED]
 
 
-def test_nearest_candidate_and_ties():
+def test_candidate_distances_and_ties():
+    """Each candidate's nearest view counts (uint8 candidates are read as /255); a view equally
+    near two candidates is right for either."""
     front, back = torch.zeros(2, 4, 4, 3), torch.ones(3, 4, 4, 3)
     front[1] = 0.2
-    images = torch.stack([torch.full((4, 4, 3), 0.15), torch.full((4, 4, 3), 0.9), torch.full((4, 4, 3), 0.5)])
-    assert nearest_candidate(images[:2], [front, back]).tolist() == [0, 1]
+    images = torch.stack([torch.full((4, 4, 3), 0.15), torch.full((4, 4, 3), 0.9)])
+    distances = candidate_distances(images, [front, (back * 255).to(torch.uint8)])
+    torch.testing.assert_close(distances, torch.tensor([[0.05, 0.85], [0.7, 0.1]]) * (4 * 4 * 3) ** 0.5)
+    assert prompted_is_nearest(images, [front, back], torch.tensor([0, 1])).tolist() == [True, True]
+    assert prompted_is_nearest(images, [front, back], torch.tensor([1, 0])).tolist() == [False, False]
     grey, darker, lighter = torch.full((1, 4, 4, 3), 0.5), torch.full((1, 4, 4, 3), 0.25), torch.full((2, 4, 4, 3), 0.75)
-    tie = nearest_candidate(grey, [darker, lighter])
-    assert tie.tolist() == [UNCLASSIFIED]
-    assert nearest_candidate(images[:1], [(back * 255).to(torch.uint8), front]).tolist() == [1]
+    assert prompted_is_nearest(grey.expand(2, -1, -1, -1), [darker, lighter], torch.tensor([0, 1])).tolist() == [True, True]
 
 
 def test_evaluation_cameras_cover_two_elevations_and_distinct_azimuths():
@@ -296,7 +299,8 @@ def test_a_normal_map_a_mug_shares_with_a_cylinder_counts_for_either():
     cylinder, mug = references[1].flatten(1), references[2].flatten(1)
     shared = (cylinder[:, None] == mug[None]).all(dim=-1).any(dim=1).nonzero()[0, 0]
     view = references[1][shared : shared + 1].float() / 255.0
-    assert nearest_candidate(view, list(references)).item() == UNCLASSIFIED
+    cube, cylinder_distance, mug_distance = candidate_distances(view, list(references))[0].tolist()
+    assert cylinder_distance == mug_distance == 0.0 < cube
     prompts = [PriorPrompt("red", name) for name in ("cylinder", "mug", "cube")]
     assert score_normal_maps(view.expand(3, -1, -1, -1), prompts, objects, references).tolist() == [True, True, False]
 
