@@ -57,7 +57,7 @@ def _magic3d_command(prior: Path) -> list[str]:
 
 
 def _fantasia3d_command(prior: Path) -> list[str]:
-    return ["experiment=fantasia3d", "prompt=a red cube", *_every_step(tiny_fantasia3d_overrides(Path("unused"), prior, geometry_steps=4, appearance_steps=3))]
+    return ["experiment=fantasia3d", "prompt=a red cube", *_every_step(tiny_fantasia3d_overrides(Path("unused"), prior, geometry_steps=4, appearance_steps=3)), "representation.init=ellipsoid"]
 
 
 def _start(arguments: list[str], cwd: Path) -> subprocess.Popen:
