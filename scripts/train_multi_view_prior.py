@@ -19,32 +19,29 @@ usually started from the shipped multi-view prior (`--init-from bundled/multi_vi
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bundled.prior.dataset import COLOUR_NAMES, OBJECT_NAMES, RenderedSet, captions_for, domain_channels, render_set  # noqa: E402
 from bundled.prior.model import MAX_TOKENS, PriorArchitecture, build_scheduler, build_tokenizer  # noqa: E402
 from bundled.prior.multi_view_model import DOMAIN_PRIOR_DIRS, NUM_VIEWS, build_multi_view_unet, inflate_text_prior  # noqa: E402
+from bundled.prior.render_cache import cached_renders  # noqa: E402
 from bundled.prior.sampling import load_prior  # noqa: E402
-from bundled.prior.training import TrainingRun, cosine_learning_rate, loss_weights  # noqa: E402
+from bundled.prior.training import cosine_learning_rate, loss_weights  # noqa: E402
+from bundled.prior.training_run import TrainingRun, add_run_arguments, check_run_arguments, exported_history, require_positive  # noqa: E402
 from bundled.prior.view_pairs import ViewGroups, render_view_groups  # noqa: E402
 from bundled.prior.weights import BUNDLED_PRIOR_DIR, project_relative, save_prior  # noqa: E402
 from bundled.world.objects import caption  # noqa: E402
 from framework.guidance.camera_condition import camera_condition  # noqa: E402
 from framework.guidance.multi_view_attention import set_multi_view_attention  # noqa: E402
 from framework.guidance.prompts import view_captions  # noqa: E402
-from framework.utils.atomic import atomic_path  # noqa: E402
-from framework.utils.devices import default_device  # noqa: E402
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -78,15 +75,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--render-workers", type=int, default=min(os.cpu_count() or 1, 8))
     parser.add_argument("--caption-dropout", type=float, default=0.1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
-    parser.add_argument("--stop-at-step", type=int, default=None)
-    parser.add_argument("--time-limit-minutes", type=float, default=None)
-    parser.add_argument("--export-only", action="store_true")
-    parser.add_argument("--device", default=str(default_device()))
+    add_run_arguments(parser)
     args = parser.parse_args(argv)
-    if args.steps <= 0 or args.sets <= 0 or args.dataset_size <= 0 or args.render_workers <= 0:
-        parser.error(f"--steps={args.steps}, --sets={args.sets}, --dataset-size={args.dataset_size} must be positive")
+    require_positive(parser, args, "steps", "sets", "dataset_size", "resolution", "render_workers")
+    check_run_arguments(parser, args)
     if args.batch_size < NUM_VIEWS or args.batch_size % NUM_VIEWS:
         parser.error(f"--batch-size={args.batch_size} must be a positive multiple of {NUM_VIEWS} (whole view sets)")
     if not 0.0 <= args.multi_view_share <= 1.0:
@@ -118,25 +110,6 @@ class CameraGradientReweighting:
         if self.scale is not None and output.requires_grad:
             scale = self.scale.to(output.dtype)[:, None]
             output.register_hook(lambda grad: grad * scale)
-
-
-def _source_history(folder: Path) -> list[str]:
-    """The commands that trained the prior in `folder`, from its provenance.json (none if absent)."""
-    provenance = folder / "provenance.json"
-    if not provenance.is_file():
-        return []
-    record = json.loads(provenance.read_text())
-    return list(record.get("history", [record["command"]] if "command" in record else []))
-
-
-def _cached(path: Path, make: Callable[[], object]) -> dict:
-    """The fields of rendered data, from `path` or rendered by `make` and written there."""
-    if path.exists():
-        return torch.load(path, weights_only=True)
-    data = vars(make())
-    with atomic_path(path) as tmp:
-        torch.save(data, tmp)
-    return data
 
 
 def set_batch(sets: ViewGroups, count: int, generator: torch.Generator, dropout: float, view_words_share: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -172,37 +145,36 @@ def main(argv: list[str] | None = None) -> None:
     camera = list(unet.class_embedding.parameters())
     others = [p for name, p in unet.named_parameters() if not name.startswith("class_embedding.")]
     optimizer = torch.optim.AdamW([{"params": others, "lr_scale": 1.0}, {"params": camera, "lr_scale": args.camera_lr_scale}], lr=args.lr, weight_decay=0.01)
-    state = TrainingRun(args.work_dir / "checkpoint.pt", {"unet": unet}, optimizer, torch.Generator().manual_seed(args.seed + 1), {"unet": vars(arch), "num_views": NUM_VIEWS, **({"domain": args.domain} if args.domain != "colour" else {})})
-    if not state.restore(device):
+    architecture = {"unet": vars(arch), "num_views": NUM_VIEWS, **({"domain": args.domain} if args.domain != "colour" else {})}
+    state = TrainingRun(args.work_dir / "checkpoint.pt", {"unet": unet}, optimizer, torch.Generator().manual_seed(args.seed + 1), architecture, device)
+    if not state.restore(required=args.export_only):
         inflate_text_prior(unet, text_prior.unet.to(device))
-        state.ema = [p.detach().clone() for p in state.params]
+        state.reset_ema()
         if text_prior.unet.config.class_embed_type:  # a multi-view prior: its own history comes first
-            state.history += _source_history(args.init_from) + [f"(fine-tuned further from the multi-view prior at {project_relative(args.init_from)})"]
+            state.history += exported_history(args.init_from) + [f"(fine-tuned further from the multi-view prior at {project_relative(args.init_from)})"]
         else:
             state.history.append(f"(inflated from the text prior at {project_relative(args.init_from)})")
     command = state.credit(command, args.export_only)
 
     def export() -> None:
-        provenance = {"command": command, "history": state.history, "seed": args.seed, "steps": state.step, "batch_size": args.batch_size, "multi_view_share": args.multi_view_share, "sets": args.sets, "num_views": NUM_VIEWS, "domain": args.domain, "architecture": vars(arch), "device": str(device)}
+        provenance = {"command": command, "history": state.history, "seed": args.seed, "steps": state.step, "batch_size": args.batch_size, "multi_view_share": args.multi_view_share, "sets": args.sets, "num_views": NUM_VIEWS, "domain": args.domain, "architecture": vars(arch), "device": state.trained_on}
         with state.ema_weights():
             save_prior(args.export_dir, unet, text_encoder, build_tokenizer(), scheduler, provenance, class_name="BundledMultiViewPrior")
         print(f"exported the EMA weights at step {state.step} to {args.export_dir}")
 
     if args.export_only:
-        if state.step == 0:
-            raise SystemExit(f"--export-only: no checkpoint at {state.path}")
         export()
         return
 
     suffix = "" if args.domain == "colour" else f"_{args.domain}"
     sets = ViewGroups(
-        **_cached(
+        **cached_renders(
             args.work_dir / f"sets_{args.sets}_r{args.resolution}_s{args.seed}{suffix}.pt",
             lambda: render_view_groups(args.sets, NUM_VIEWS, args.resolution, args.seed, args.render_workers, held_out=(), orbit_sets=True, domain=args.domain),
         )
     )
     singles = RenderedSet(
-        **_cached(
+        **cached_renders(
             args.work_dir / f"renders_n{args.dataset_size}_r{args.resolution}_s{args.seed}{suffix}.pt",
             lambda: render_set(args.dataset_size, args.resolution, args.seed, workers=args.render_workers, domain=args.domain),
         )
@@ -211,15 +183,9 @@ def main(argv: list[str] | None = None) -> None:
     weight = loss_weights(scheduler.alphas_cumprod, args.min_snr_gamma, 0.0)
     camera_gradient_scale = loss_weights(scheduler.alphas_cumprod, args.min_snr_gamma, args.camera_x0_weight_floor) / weight
     reweigh_camera = CameraGradientReweighting(unet.class_embedding)
-    started = last_save = time.monotonic()
-    stop = min(args.steps, args.stop_at_step) if args.stop_at_step is not None else args.steps
-    bar = tqdm(total=args.steps, initial=state.step, desc=f"training multi-view prior ({args.domain})", unit="step")
     generator = state.generator
-    while state.step < stop:
-        if args.time_limit_minutes is not None and time.monotonic() - started > 60 * args.time_limit_minutes:
-            state.save()
-            print(f"time limit reached: stopped at step {state.step}")
-            break
+
+    def step() -> dict[str, object]:
         multi_view = bool(torch.rand(1, generator=generator) < args.multi_view_share)
         if multi_view:
             images, cameras, captions = set_batch(sets, args.batch_size // NUM_VIEWS, generator, args.caption_dropout, args.view_words_share)
@@ -244,14 +210,10 @@ def main(argv: list[str] | None = None) -> None:
         per_sample = F.mse_loss(prediction, scheduler.get_velocity(x0, noise, timesteps), reduction="none").mean(dim=(1, 2, 3))
         loss = (per_sample * weight[timesteps]).mean()
         state.optimise(loss, args.ema_decay, clip_each_group=args.camera_x0_weight_floor > 0)
-        bar.update(1)
-        if state.step % 10 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}", views=NUM_VIEWS if multi_view else 1)
-        if time.monotonic() - last_save > 60 * args.checkpoint_minutes or state.step == stop:
-            state.save()
-            last_save = time.monotonic()
-    bar.close()
-    if state.step == args.steps:
+        return {"loss": loss, "views": NUM_VIEWS if multi_view else 1}
+
+    description = f"training multi-view prior ({args.domain})"
+    if state.train(step, args.steps, description, stop_at_step=args.stop_at_step, time_limit_minutes=args.time_limit_minutes, checkpoint_minutes=args.checkpoint_minutes):
         export()
 
 

@@ -18,12 +18,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -40,14 +38,14 @@ from bundled.prior.novel_view_model import (  # noqa: E402
     save_novel_view_prior,
     warm_start_from_text_prior,
 )
+from bundled.prior.render_cache import cached_renders  # noqa: E402
 from bundled.prior.sampling import load_prior  # noqa: E402
-from bundled.prior.training import TrainingRun, cosine_learning_rate, loss_weights  # noqa: E402
+from bundled.prior.training import cosine_learning_rate, loss_weights  # noqa: E402
+from bundled.prior.training_run import TrainingRun, add_run_arguments, check_run_arguments, require_positive  # noqa: E402
 from bundled.prior.view_pairs import HELD_OUT, ViewGroups, draw_pairs, render_view_groups  # noqa: E402
 from bundled.prior.weights import BUNDLED_PRIOR_DIR, project_relative  # noqa: E402
 from framework.guidance.camera_projection import relative_pose  # noqa: E402
 from framework.guidance.novel_view import clip_pixels  # noqa: E402
-from framework.utils.atomic import atomic_path  # noqa: E402
-from framework.utils.devices import default_device  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,15 +67,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--encoder-pretrain-lr", type=float, default=5e-4)
     parser.add_argument("--freeze-image-encoder", action="store_true", help="keep the (pretrained) image encoder fixed while the denoiser trains")
     parser.add_argument("--condition-dropout", type=float, default=0.1, help="share of rows with the image and pose zeroed (classifier-free guidance)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
-    parser.add_argument("--stop-at-step", type=int, default=None)
-    parser.add_argument("--time-limit-minutes", type=float, default=None)
-    parser.add_argument("--export-only", action="store_true")
-    parser.add_argument("--device", default=str(default_device()))
+    add_run_arguments(parser)
     args = parser.parse_args(argv)
-    if args.steps <= 0 or args.batch_size <= 0 or args.groups <= 0 or args.views < 2 or args.render_workers <= 0:
-        parser.error(f"--steps={args.steps}, --batch-size={args.batch_size}, --groups={args.groups} must be positive and --views={args.views} at least 2")
+    require_positive(parser, args, "steps", "batch_size", "groups", "resolution", "render_workers")
+    check_run_arguments(parser, args)
+    if args.views < 2:
+        parser.error(f"--views={args.views} must be at least 2 (a pair is two renders of one group)")
     if args.encoder_pretrain_steps < 0:
         parser.error(f"--encoder-pretrain-steps={args.encoder_pretrain_steps} must be 0 or more")
     if not 0.0 <= args.condition_dropout < 1.0:
@@ -85,16 +80,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if str(args.init_from).lower() != "none" and not (args.init_from / "unet").is_dir():
         parser.error(f"--init-from={args.init_from}: no text prior there (no unet/ folder); pass none to start from scratch")
     return args
-
-
-def load_or_render(args: argparse.Namespace) -> ViewGroups:
-    cache = args.work_dir / f"groups_g{args.groups}_v{args.views}_r{args.resolution}_s{args.seed}.pt"
-    if cache.exists():
-        return ViewGroups(**torch.load(cache, weights_only=True))
-    data = render_view_groups(args.groups, args.views, args.resolution, args.seed, args.render_workers)
-    with atomic_path(cache) as tmp:
-        torch.save(vars(data), tmp)
-    return data
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -113,11 +98,16 @@ def main(argv: list[str] | None = None) -> None:
     params = [p for module in modules.values() for p in module.parameters() if p.requires_grad]
     command = "python scripts/train_novel_view_prior.py " + " ".join(argv if argv is not None else sys.argv[1:])
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
-    state = TrainingRun(args.work_dir / "checkpoint.pt", modules, optimizer, torch.Generator().manual_seed(args.seed + 1), architecture_record(arch))
-    restored = state.restore(device)
-    if args.export_only and not restored:
-        raise SystemExit(f"--export-only: no checkpoint at {state.path}")
-    data = None if args.export_only else load_or_render(args)
+    state = TrainingRun(args.work_dir / "checkpoint.pt", modules, optimizer, torch.Generator().manual_seed(args.seed + 1), architecture_record(arch), device)
+    restored = state.restore(required=args.export_only)
+    data = None
+    if not args.export_only:
+        data = ViewGroups(
+            **cached_renders(
+                args.work_dir / f"groups_g{args.groups}_v{args.views}_r{args.resolution}_s{args.seed}.pt",
+                lambda: render_view_groups(args.groups, args.views, args.resolution, args.seed, args.render_workers),
+            )
+        )
     if not restored:
         if str(args.init_from).lower() != "none":
             warm_start_from_text_prior(unet, load_prior(args.init_from).unet.to(device))
@@ -129,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
             scores = ", ".join(f"{name} {value:.3f}" for name, value in accuracy.items())
             state.history.append(f"(image encoder pretrained as a classifier for {args.encoder_pretrain_steps} steps: validation {scores})")
             print(state.history[-1])
-        state.ema = [p.detach().clone() for p in state.params]
+        state.reset_ema()
     command = state.credit(command, args.export_only)
 
     def export() -> None:
@@ -143,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
             "views": args.views,
             "held_out": [list(pair) for pair in HELD_OUT],
             "architecture": architecture_record(arch),
-            "device": str(device),
+            "device": state.trained_on,
         }
         with state.ema_weights():
             save_novel_view_prior(args.export_dir, unet, image_encoder, projection, scheduler, build_feature_extractor(arch), provenance)
@@ -157,14 +147,8 @@ def main(argv: list[str] | None = None) -> None:
     scheduler.alphas_cumprod = scheduler.alphas_cumprod.to(device)
     loss_weight = loss_weights(scheduler.alphas_cumprod, args.min_snr_gamma, 0.0)
     encoder_size = int(image_encoder.config.image_size)
-    started = last_save = time.monotonic()
-    stop = min(args.steps, args.stop_at_step) if args.stop_at_step is not None else args.steps
-    bar = tqdm(total=args.steps, initial=state.step, desc="training novel-view prior", unit="step")
-    while state.step < stop:
-        if args.time_limit_minutes is not None and time.monotonic() - started > 60 * args.time_limit_minutes:
-            state.save()
-            print(f"time limit reached: stopped at step {state.step}")
-            break
+
+    def step() -> dict[str, torch.Tensor]:
         group, source, target_view = draw_pairs(data, args.batch_size, state.generator)
         pose = relative_pose(data.cameras(group, target_view), data.cameras(group, source)).to(device)
         keep = (torch.rand(args.batch_size, generator=state.generator) >= args.condition_dropout).to(device).float()
@@ -184,14 +168,9 @@ def main(argv: list[str] | None = None) -> None:
         per_sample = F.mse_loss(prediction, scheduler.get_velocity(target, noise, timesteps), reduction="none").mean(dim=(1, 2, 3))
         loss = (per_sample * loss_weight[timesteps]).mean()
         state.optimise(loss, args.ema_decay)
-        bar.update(1)
-        if state.step % 10 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        if time.monotonic() - last_save > 60 * args.checkpoint_minutes or state.step == stop:
-            state.save()
-            last_save = time.monotonic()
-    bar.close()
-    if state.step == args.steps:
+        return {"loss": loss}
+
+    if state.train(step, args.steps, "training novel-view prior", stop_at_step=args.stop_at_step, time_limit_minutes=args.time_limit_minutes, checkpoint_minutes=args.checkpoint_minutes):
         export()
 
 

@@ -13,22 +13,20 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bundled.prior.point_cloud_model import CONVENTION, POINT_CLOUD_PRIOR_DIR, PointCloudPriorArchitecture, build_point_cloud_model, build_text_encoder  # noqa: E402
 from bundled.prior.point_cloud_training import LOSS_WEIGHTINGS, code_version, draw_batch, epsilon_loss, utc_now  # noqa: E402
-from bundled.prior.training import TrainingRun, cosine_learning_rate  # noqa: E402
+from bundled.prior.training import cosine_learning_rate  # noqa: E402
+from bundled.prior.training_run import TrainingRun, add_run_arguments, check_run_arguments, require_positive  # noqa: E402
 from framework.guidance.bag_of_words import BagOfWordsTextEncoder  # noqa: E402
 from framework.guidance.point_cloud_prior import PointCloudPrior, load_point_cloud_prior, save_point_cloud_prior  # noqa: E402
 from framework.guidance.point_e import PointETransformer, point_e_scheduler  # noqa: E402
-from framework.utils.devices import default_device  # noqa: E402
 
 _DEFAULT = PointCloudPriorArchitecture()
 
@@ -44,12 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ema-decay", type=float, default=0.998)
     parser.add_argument("--caption-dropout", type=float, default=0.1, help="share of captions replaced by the zero embedding")
     parser.add_argument("--loss-weighting", choices=LOSS_WEIGHTINGS, default="x0", help="x0: the epsilon error weighted by 1/SNR (capped), which makes the caption count; epsilon: uniform, as Point-E")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
-    parser.add_argument("--stop-at-step", type=int, default=None, help="checkpoint and stop early (train in chunks); rerun to go on")
-    parser.add_argument("--time-limit-minutes", type=float, default=None, help="checkpoint and stop after this long; rerun to go on")
-    parser.add_argument("--export-only", action="store_true", help="write the EMA weights of the checkpoint and stop")
-    parser.add_argument("--device", default=str(default_device()))
+    add_run_arguments(parser, checkpoint_every_steps=100)
     parser.add_argument("--width", type=int, default=_DEFAULT.width)
     parser.add_argument("--layers", type=int, default=_DEFAULT.layers)
     parser.add_argument("--heads", type=int, default=_DEFAULT.heads)
@@ -57,9 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--points", type=int, default=_DEFAULT.points, help="points per training cloud (the model's n_ctx)")
     parser.add_argument("--init-from", type=Path, default=None, help="a point prior folder of the same sizes whose weights start a new run, e.g. one trained on fewer --points (cheaper steps; the model has no positional embedding)")
     args = parser.parse_args(argv)
-    for flag in ("steps", "batch_size", "checkpoint_every", "width", "layers", "heads", "text_dim", "points"):
-        if getattr(args, flag) <= 0:
-            parser.error(f"--{flag.replace('_', '-')}={getattr(args, flag)} must be positive")
+    require_positive(parser, args, "steps", "batch_size", "width", "layers", "heads", "text_dim", "points")
+    check_run_arguments(parser, args)
     if args.width % args.heads:
         parser.error(f"--width={args.width} must be a multiple of --heads={args.heads}")
     if not 0.0 <= args.caption_dropout < 1.0:
@@ -93,8 +85,8 @@ def main(argv: list[str] | None = None) -> None:
     source = None if args.init_from is None else start_from(args.init_from, model, text_encoder)
     optimizer = torch.optim.AdamW([*model.parameters(), *text_encoder.parameters()], lr=args.lr, weight_decay=0.01)
     generator = torch.Generator().manual_seed(args.seed + 1)
-    state = TrainingRun(args.work_dir / "checkpoint.pt", {"model": model, "text_encoder": text_encoder}, optimizer, generator, vars(arch))
-    if not state.restore(device) and source is not None:
+    state = TrainingRun(args.work_dir / "checkpoint.pt", {"model": model, "text_encoder": text_encoder}, optimizer, generator, vars(arch), device)
+    if not state.restore(required=args.export_only) and source is not None:
         state.history += list(source.provenance.get("history", [])) + [f"(fine-tuned from the point prior at {args.init_from})"]
     command = "python scripts/train_point_cloud_prior.py " + " ".join(argv if argv is not None else sys.argv[1:])
     command = state.credit(command, args.export_only)
@@ -109,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
             "caption_dropout": args.caption_dropout,
             "loss_weighting": args.loss_weighting,
             "architecture": vars(arch),
-            "device": str(device),
+            "device": state.trained_on,
             "date": utc_now(),
             **code_version(),
         }
@@ -118,32 +110,20 @@ def main(argv: list[str] | None = None) -> None:
         print(f"exported the EMA weights at step {state.step} to {args.export_dir}")
 
     if args.export_only:
-        if state.step == 0:
-            raise SystemExit(f"--export-only: no checkpoint at {state.path}")
         export()
         return
 
     scheduler = point_e_scheduler()
-    started = time.monotonic()
-    stop = min(args.steps, args.stop_at_step) if args.stop_at_step is not None else args.steps
-    bar = tqdm(total=args.steps, initial=state.step, desc="training point prior", unit="step")
-    while state.step < stop:
-        if args.time_limit_minutes is not None and time.monotonic() - started > 60 * args.time_limit_minutes:
-            state.save()
-            print(f"time limit reached: stopped at step {state.step}")
-            break
+
+    def step() -> dict[str, torch.Tensor]:
         clean, captions = draw_batch(args.batch_size, args.points, generator, args.caption_dropout)
         for group in optimizer.param_groups:
             group["lr"] = cosine_learning_rate(state.step, args.lr, args.warmup_steps, args.steps)
         loss = epsilon_loss(model, text_encoder, scheduler, clean.to(device), captions, generator, args.loss_weighting)
         state.optimise(loss, args.ema_decay)
-        bar.update(1)
-        if state.step % 10 == 0:  # reading the loss waits for the GPU: not every step
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        if state.step % args.checkpoint_every == 0 or state.step == stop:
-            state.save()
-    bar.close()
-    if state.step == args.steps:
+        return {"loss": loss}
+
+    if state.train(step, args.steps, "training point prior", stop_at_step=args.stop_at_step, time_limit_minutes=args.time_limit_minutes, checkpoint_every=args.checkpoint_every):
         export()
 
 

@@ -14,12 +14,10 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -32,13 +30,13 @@ from bundled.prior.model import (  # noqa: E402
     build_tokenizer,
     build_unet,
 )
+from bundled.prior.render_cache import cached_renders  # noqa: E402
 from bundled.prior.sampling import load_prior  # noqa: E402
-from bundled.prior.training import cosine_learning_rate, loss_weights, train_only_rows, update_ema  # noqa: E402
+from bundled.prior.training import cosine_learning_rate, loss_weights, train_only_rows  # noqa: E402
+from bundled.prior.training_run import TrainingRun, add_run_arguments, check_run_arguments, exported_history, require_positive  # noqa: E402
 from bundled.prior.weights import BUNDLED_PRIOR_DIR, save_prior  # noqa: E402
 from bundled.world.objects import OBJECTS  # noqa: E402
 from framework.guidance.prompts import VIEWS  # noqa: E402
-from framework.utils.atomic import atomic_path  # noqa: E402
-from framework.utils.devices import default_device  # noqa: E402
 
 
 def _heads(text: str) -> int | tuple[int, ...]:
@@ -121,18 +119,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="train the UNet only (fine-tuning: the words keep the embeddings that score distillation was measured with)",
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
-    parser.add_argument("--export-only", action="store_true", help="write the EMA weights of the checkpoint and stop")
-    parser.add_argument("--stop-at-step", type=int, default=None, help="checkpoint and stop early (train in chunks); rerun to go on")
-    parser.add_argument("--time-limit-minutes", type=float, default=None, help="checkpoint and stop after this long; rerun to go on")
+    add_run_arguments(parser)
     parser.add_argument(
         "--init-from",
         type=Path,
         default=None,
         help="start a new run from an exported prior folder's weights (fine-tuning; fresh optimiser and schedule)",
     )
-    parser.add_argument("--device", default=str(default_device()))
     parser.add_argument(
         "--block-channels", type=_int_list, default=PriorArchitecture.block_channels, help="UNet channels per level, finest first (e.g. 24,48,96,128)"
     )
@@ -151,8 +144,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{flag.replace('_', '-')}={getattr(args, flag)} must be positive")
     if not 0.0 <= args.normal_map_share < 1.0:
         parser.error(f"--normal-map-share={args.normal_map_share} must be in [0, 1)")
-    if args.steps <= 0 or args.batch_size <= 0 or args.render_workers <= 0 or args.normal_map_dataset_size <= 0:
-        parser.error(f"--steps={args.steps}, --batch-size={args.batch_size} and --render-workers={args.render_workers} must be positive")
+    require_positive(parser, args, "steps", "batch_size", "dataset_size", "resolution", "render_workers", "normal_map_dataset_size")
+    check_run_arguments(parser, args)
     return args
 
 
@@ -167,13 +160,9 @@ def load_or_render(args: argparse.Namespace) -> RenderedSet:
 
 def _cached_set(args: argparse.Namespace, domain: str, size: int, seed: int) -> RenderedSet:
     prefix = "renders" if domain == "colour" else domain
-    cache = args.work_dir / f"{prefix}_n{size}_r{args.resolution}_s{seed}.pt"
-    if cache.exists():
-        return RenderedSet(**torch.load(cache, weights_only=True))
-    data = render_set(size, args.resolution, seed, workers=args.render_workers, domain=domain)
-    with atomic_path(cache) as tmp:
-        torch.save(vars(data), tmp)
-    return data
+    return RenderedSet(
+        **cached_renders(args.work_dir / f"{prefix}_n{size}_r{args.resolution}_s{seed}.pt", lambda: render_set(size, args.resolution, seed, workers=args.render_workers, domain=domain))
+    )
 
 
 def draw_rows(
@@ -205,10 +194,6 @@ def draw_rows(
     return torch.multinomial(weight, batch_size, replacement=True, generator=generator)
 
 
-# Checkpoints from before the architecture was stored in them all used this one.
-_FIRST_ARCHITECTURE = vars(PriorArchitecture(attention_head_dim=32, cross_attention_levels=2, self_attention_levels=2))
-
-
 def _load_exported(folder: Path, arch: PriorArchitecture, unet: torch.nn.Module, text_encoder: torch.nn.Module) -> tuple[list[str], list[int]]:
     """Copy an exported prior's weights into `unet` and `text_encoder`; returns the commands that
     trained them (its provenance history) and the token ids of words its vocabulary lacked (their
@@ -226,8 +211,7 @@ def _load_exported(folder: Path, arch: PriorArchitecture, unet: torch.nn.Module,
         exported.text_encoder.resize_token_embeddings(vocabulary)
     unet.load_state_dict(exported.unet.state_dict())
     text_encoder.load_state_dict(exported.text_encoder.state_dict())
-    history = [*provenance.get("history", [provenance["command"]]), f"(exported to {folder}, then fine-tuned from it)"]
-    return history, list(range(known_words, vocabulary))
+    return [*exported_history(folder), f"(exported to {folder}, then fine-tuned from it)"], list(range(known_words, vocabulary))
 
 
 def _plain(value: object) -> object:
@@ -255,88 +239,41 @@ def main(argv: list[str] | None = None) -> None:
     unet = build_unet(arch).to(device)
     text_encoder = build_text_encoder(arch, len(tokenizer)).to(device)
     scheduler = build_scheduler()
-    params = list(unet.parameters()) + list(text_encoder.parameters())
-    history: list[str] = []  # every command that trained these weights, in order (resumes may change flags)
-    new_token_rows: list[int] = []  # words the --init-from weights lacked
-    checkpoint_path = args.work_dir / "checkpoint.pt"
-    state = torch.load(checkpoint_path, map_location=device, weights_only=True) if checkpoint_path.exists() else None
-    if args.init_from is not None and state is None:
-        history, new_token_rows = _load_exported(args.init_from, arch, unet, text_encoder)
-    elif state is not None:
-        new_token_rows = [int(row) for row in state.get("new_token_rows", [])]
+    # The --init-from weights are loaded on a resume too: the words they lacked decide which rows
+    # learn; the checkpoint's weights replace theirs.
+    history, new_token_rows = ([], []) if args.init_from is None else _load_exported(args.init_from, arch, unet, text_encoder)
     text_encoder.requires_grad_(not args.freeze_text_encoder)  # frozen weights get no grad, so AdamW skips them
     embedding = text_encoder.get_input_embeddings().weight
+    params = list(unet.parameters()) + list(text_encoder.parameters())
     if args.freeze_text_encoder and new_token_rows:
         train_only_rows(embedding, new_token_rows)
         groups = [{"params": [p for p in params if p is not embedding]}, {"params": [embedding], "weight_decay": 0.0}]
     else:
         groups = [{"params": params}]
-    ema = [p.detach().clone() for p in params]
     optimizer = torch.optim.AdamW(groups, lr=args.lr, weight_decay=0.01)
-    generator = torch.Generator().manual_seed(args.seed + 1)
-    step = 0
-    command = "python scripts/train_prior.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    trained_on = str(device)
-
-    if state is not None:
-        saved_arch = state.get("architecture", _FIRST_ARCHITECTURE | {"resolution": args.resolution})
-        if _plain(saved_arch) != _plain(vars(arch)):
-            raise SystemExit(f"{checkpoint_path} was trained with architecture {saved_arch}, not {vars(arch)}: use another --work-dir")
-        unet.load_state_dict(state["unet"])
-        text_encoder.load_state_dict(state["text_encoder"])
-        optimizer.load_state_dict(state["optimizer"])
-        for e, saved in zip(ema, state["ema"]):
-            e.copy_(saved)
-        generator.set_state(state["generator"].cpu())
-        step = int(state["step"])
-        history = list(state.get("history", [state["command"]]))
-        if args.export_only:  # credit the weights to the run that trained them
-            command = state.get("command", command)
-            trained_on = state.get("device", trained_on)
-        print(f"resumed from {checkpoint_path} at step {step}")
-    if not args.export_only and history[-1:] != [command]:
-        history.append(command)
-
-    def save_checkpoint() -> None:
-        state = {
-            "unet": unet.state_dict(),
-            "text_encoder": text_encoder.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "ema": ema,
-            "generator": generator.get_state(),
-            "step": torch.tensor(step),
-            "command": command,
-            "history": history,
-            "architecture": vars(arch),
-            "device": trained_on,
-            "new_token_rows": torch.tensor(new_token_rows, dtype=torch.long),
-        }
-        with atomic_path(checkpoint_path) as tmp:
-            torch.save(state, tmp)
+    state = TrainingRun(args.work_dir / "checkpoint.pt", {"unet": unet, "text_encoder": text_encoder}, optimizer, torch.Generator().manual_seed(args.seed + 1), vars(arch), device)
+    if not state.restore(required=args.export_only):
+        state.history = history
+    command = state.credit("python scripts/train_prior.py " + " ".join(argv if argv is not None else sys.argv[1:]), args.export_only)
 
     def export() -> None:
-        with torch.no_grad():
-            live = [p.detach().clone() for p in params]
-            for p, e in zip(params, ema):
-                p.copy_(e)
-            provenance = {
-                "command": command,
-                "history": history,
-                "seed": args.seed,
-                "steps": step,
-                "batch_size": args.batch_size,
-                "dataset_size": args.dataset_size,
-                "normal_map_share": args.normal_map_share,
-                "normal_map_dataset_size": args.normal_map_dataset_size if args.normal_map_share > 0 else 0,
-                "object_weights": dict(args.object_weight),
-                "architecture": vars(arch),
-                "device": trained_on,
-            }
+        provenance = {
+            "command": command,
+            "history": state.history,
+            "seed": args.seed,
+            "steps": state.step,
+            "batch_size": args.batch_size,
+            "dataset_size": args.dataset_size,
+            "normal_map_share": args.normal_map_share,
+            "normal_map_dataset_size": args.normal_map_dataset_size if args.normal_map_share > 0 else 0,
+            "object_weights": dict(args.object_weight),
+            "architecture": vars(arch),
+            "device": state.trained_on,
+        }
+        with state.ema_weights():
             # A fresh tokenizer: the one used in training has padding switched on in its saved state.
             save_prior(args.export_dir, unet, text_encoder, build_tokenizer(), scheduler, provenance)
-            for p, saved in zip(params, live):
-                p.copy_(saved)
-        print(f"exported the EMA weights at step {step} to {args.export_dir}")
+        print(f"exported the EMA weights at step {state.step} to {args.export_dir}")
 
     if args.export_only:
         export()
@@ -346,14 +283,9 @@ def main(argv: list[str] | None = None) -> None:
     images_on_device = data.images.to(device)
     scheduler.alphas_cumprod = scheduler.alphas_cumprod.to(device)
     loss_weight = loss_weights(scheduler.alphas_cumprod, args.min_snr_gamma, args.x0_weight_floor)
-    started = last_save = time.monotonic()
-    bar = tqdm(total=args.steps, initial=step, desc="training prior", unit="step")
-    stop = min(args.steps, args.stop_at_step) if args.stop_at_step is not None else args.steps
-    while step < stop:
-        if args.time_limit_minutes is not None and time.monotonic() - started > 60 * args.time_limit_minutes:
-            save_checkpoint()
-            print(f"time limit reached: stopped at step {step}")
-            break
+    generator = state.generator
+
+    def step() -> dict[str, object]:
         index = draw_rows(data, args.batch_size, generator, args.front_object_weight, args.front_back_weight, args.normal_map_share, dict(args.object_weight))
         images = images_on_device[index.to(device)].permute(0, 3, 1, 2).float() / 127.5 - 1.0
         captions = captions_for(data, index, generator, args.caption_dropout, args.plain_caption_prob)
@@ -361,28 +293,16 @@ def main(argv: list[str] | None = None) -> None:
         timesteps = torch.randint(scheduler.config.num_train_timesteps, (args.batch_size,), generator=generator).to(device)
         noise = torch.randn(images.shape, generator=generator).to(device)
         noisy = scheduler.add_noise(images, noise, timesteps)
-
+        learning_rate = cosine_learning_rate(state.step, args.lr, args.warmup_steps, args.steps)
         for group in optimizer.param_groups:
-            group["lr"] = cosine_learning_rate(step, args.lr, args.warmup_steps, args.steps)
-        embeddings = text_encoder(ids).last_hidden_state
-        prediction = unet(noisy, timesteps, encoder_hidden_states=embeddings).sample
-        target = scheduler.get_velocity(images, noise, timesteps)
-        per_sample = F.mse_loss(prediction, target, reduction="none").mean(dim=(1, 2, 3))
+            group["lr"] = learning_rate
+        prediction = unet(noisy, timesteps, encoder_hidden_states=text_encoder(ids).last_hidden_state).sample
+        per_sample = F.mse_loss(prediction, scheduler.get_velocity(images, noise, timesteps), reduction="none").mean(dim=(1, 2, 3))
         loss = (per_sample * loss_weight[timesteps]).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        step += 1
-        update_ema(ema, params, step, args.ema_decay)
-        bar.update(1)
-        if step % 10 == 0:  # reading the loss waits for the GPU: not every step
-            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{cosine_learning_rate(step - 1, args.lr, args.warmup_steps, args.steps):.1e}")
-        if time.monotonic() - last_save > 60 * args.checkpoint_minutes or step == stop:
-            save_checkpoint()
-            last_save = time.monotonic()
-    bar.close()
-    if step == args.steps:
+        state.optimise(loss, args.ema_decay)
+        return {"loss": loss, "lr": f"{learning_rate:.1e}"}
+
+    if state.train(step, args.steps, "training prior", stop_at_step=args.stop_at_step, time_limit_minutes=args.time_limit_minutes, checkpoint_minutes=args.checkpoint_minutes):
         export()
 
 

@@ -23,24 +23,23 @@ import argparse
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bundled.prior.dataset import RenderedSet, captions_for, render_set  # noqa: E402
 from bundled.prior.model import MAX_TOKENS, build_tokenizer  # noqa: E402
 from bundled.prior.sampling import load_prior  # noqa: E402
-from bundled.prior.training import TrainingRun, cosine_learning_rate, loss_weights, train_only_rows  # noqa: E402
+from bundled.prior.render_cache import cached_renders  # noqa: E402
+from bundled.prior.training import cosine_learning_rate, loss_weights, train_only_rows  # noqa: E402
+from bundled.prior.training_run import TrainingRun, add_run_arguments, check_run_arguments, require_positive  # noqa: E402
 from bundled.prior.weights import BUNDLED_PRIOR_DIR, project_relative  # noqa: E402
 from bundled.world.objects import NORMAL_MAP_CAPTION_PREFIX  # noqa: E402
 from framework.guidance.domain_adapters import ADAPTERS_SUBFOLDER, save_domain_adapter  # noqa: E402
-from framework.utils.atomic import atomic_directory, atomic_path  # noqa: E402
-from framework.utils.devices import default_device  # noqa: E402
+from framework.utils.atomic import atomic_directory  # noqa: E402
 
 CAPTION_PREFIXES = {"normal_map": NORMAL_MAP_CAPTION_PREFIX}
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2")
@@ -64,16 +63,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--caption-dropout", type=float, default=0.1)
     parser.add_argument("--plain-caption-prob", type=float, default=0.2)
     parser.add_argument("--render-workers", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
-    parser.add_argument("--stop-at-step", type=int, default=None, help="checkpoint and stop early (train in chunks); rerun to go on")
-    parser.add_argument("--time-limit-minutes", type=float, default=None, help="checkpoint and stop after this long; rerun to go on")
-    parser.add_argument("--export-only", action="store_true", help="write the EMA weights of the checkpoint and stop")
-    parser.add_argument("--device", default=str(default_device()))
+    add_run_arguments(parser)
     args = parser.parse_args(argv)
-    for flag in ("rank", "steps", "batch_size", "dataset_size", "render_workers"):
-        if getattr(args, flag) <= 0:
-            parser.error(f"--{flag.replace('_', '-')}={getattr(args, flag)} must be positive")
+    require_positive(parser, args, "rank", "steps", "batch_size", "dataset_size", "render_workers")
+    check_run_arguments(parser, args)
     if not (args.base / "provenance.json").is_file():
         parser.error(f"--base={args.base}: no provenance.json there; is it an exported prior folder?")
     if (args.base / ADAPTERS_SUBFOLDER / args.domain).exists():
@@ -104,14 +97,14 @@ def main(argv: list[str] | None = None) -> None:
     train_only_rows(embedding, list(range(known_words, len(tokenizer))))
     optimizer = torch.optim.AdamW([{"params": lora}, {"params": [embedding], "weight_decay": 0.0}], lr=args.lr, weight_decay=0.01)
     architecture = {"domain": args.domain, "rank": args.rank, "targets": sorted(args.targets), "base": project_relative(args.base)}
-    state = TrainingRun(args.work_dir / "checkpoint.pt", {"unet": unet, "text_encoder": text_encoder}, optimizer, torch.Generator().manual_seed(args.seed + 1), architecture)
-    if not state.restore(device):
+    state = TrainingRun(args.work_dir / "checkpoint.pt", {"unet": unet, "text_encoder": text_encoder}, optimizer, torch.Generator().manual_seed(args.seed + 1), architecture, device)
+    if not state.restore(required=args.export_only):
         state.history.append(f"(a {args.domain} adapter for the prior at {project_relative(args.base)}, which stays as it was)")
     command = state.credit("python scripts/train_prior_adapter.py " + " ".join(argv if argv is not None else sys.argv[1:]), args.export_only)
 
     def export() -> None:
         provenance = json.loads((args.base / "provenance.json").read_text())
-        adapter = {"command": command, "history": state.history, "seed": args.seed, "steps": state.step, "batch_size": args.batch_size, "dataset_size": args.dataset_size, "rank": args.rank, "targets": sorted(args.targets), "caption_prefix": CAPTION_PREFIXES[args.domain], "device": str(device)}
+        adapter = {"command": command, "history": state.history, "seed": args.seed, "steps": state.step, "batch_size": args.batch_size, "dataset_size": args.dataset_size, "rank": args.rank, "targets": sorted(args.targets), "caption_prefix": CAPTION_PREFIXES[args.domain], "device": state.trained_on}
         provenance["adapters"] = {**provenance.get("adapters", {}), args.domain: adapter}
         with atomic_directory(args.export_dir) as tmp:
             for item in args.base.iterdir():
@@ -126,24 +119,21 @@ def main(argv: list[str] | None = None) -> None:
         print(f"exported the EMA weights at step {state.step} to {args.export_dir}")
 
     if args.export_only:
-        if state.step == 0:
-            raise SystemExit(f"--export-only: no checkpoint at {state.path}")
         export()
         return
 
-    data = _cached_renders(args, base.resolution)
+    data = RenderedSet(
+        **cached_renders(
+            args.work_dir / f"{args.domain}_n{args.dataset_size}_r{base.resolution}_s{args.seed + 1}.pt",  # seed + 1: the text prior's normal maps
+            lambda: render_set(args.dataset_size, base.resolution, args.seed + 1, workers=args.render_workers, domain=args.domain),
+        )
+    )
     images_on_device = data.images.to(device)
     scheduler.alphas_cumprod = scheduler.alphas_cumprod.to(device)
     weight = loss_weights(scheduler.alphas_cumprod, args.min_snr_gamma, 0.0)
-    started = last_save = time.monotonic()
-    stop = min(args.steps, args.stop_at_step) if args.stop_at_step is not None else args.steps
-    bar = tqdm(total=args.steps, initial=state.step, desc=f"training {args.domain} adapter", unit="step")
     generator = state.generator
-    while state.step < stop:
-        if args.time_limit_minutes is not None and time.monotonic() - started > 60 * args.time_limit_minutes:
-            state.save()
-            print(f"time limit reached: stopped at step {state.step}")
-            break
+
+    def step() -> dict[str, torch.Tensor]:
         rows = torch.randint(len(data), (args.batch_size,), generator=generator)
         x0 = images_on_device[rows.to(device)].permute(0, 3, 1, 2).float() / 127.5 - 1.0
         captions = captions_for(data, rows, generator, args.caption_dropout, args.plain_caption_prob)
@@ -156,26 +146,10 @@ def main(argv: list[str] | None = None) -> None:
         per_sample = F.mse_loss(prediction, scheduler.get_velocity(x0, noise, timesteps), reduction="none").mean(dim=(1, 2, 3))
         loss = (per_sample * weight[timesteps]).mean()
         state.optimise(loss, args.ema_decay)
-        bar.update(1)
-        if state.step % 10 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        if time.monotonic() - last_save > 60 * args.checkpoint_minutes or state.step == stop:
-            state.save()
-            last_save = time.monotonic()
-    bar.close()
-    if state.step == args.steps:
+        return {"loss": loss}
+
+    if state.train(step, args.steps, f"training {args.domain} adapter", stop_at_step=args.stop_at_step, time_limit_minutes=args.time_limit_minutes, checkpoint_minutes=args.checkpoint_minutes):
         export()
-
-
-def _cached_renders(args: argparse.Namespace, resolution: int) -> RenderedSet:
-    """The domain's renders, made once per work dir (seed + 1, as the text prior's normal maps)."""
-    cache = args.work_dir / f"{args.domain}_n{args.dataset_size}_r{resolution}_s{args.seed + 1}.pt"
-    if cache.exists():
-        return RenderedSet(**torch.load(cache, weights_only=True))
-    data = render_set(args.dataset_size, resolution, args.seed + 1, workers=args.render_workers, domain=args.domain)
-    with atomic_path(cache) as tmp:
-        torch.save(vars(data), tmp)
-    return data
 
 
 if __name__ == "__main__":

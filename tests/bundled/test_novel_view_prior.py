@@ -106,7 +106,7 @@ def test_the_pretrained_image_encoder_tells_colours_and_objects_apart_on_unseen_
 
 
 def test_bad_arguments_exit_with_one_line(capsys, tmp_path):
-    for argv, named in ((["--views", "1"], "--views=1 at least 2"), (["--encoder-pretrain-steps", "-1"], "--encoder-pretrain-steps=-1"), (["--condition-dropout", "1"], "--condition-dropout=1.0"), (["--init-from", str(tmp_path)], f"--init-from={tmp_path}: no text prior there")):
+    for argv, named in ((["--views", "1"], "--views=1 must be at least 2"), (["--stop-at-step", "0"], "--stop-at-step=0 must be positive"), (["--time-limit-minutes", "-1"], "--time-limit-minutes=-1.0 must be 0 or more"), (["--checkpoint-minutes", "0"], "--checkpoint-minutes=0.0 must be positive"), (["--encoder-pretrain-steps", "-1"], "--encoder-pretrain-steps=-1"), (["--condition-dropout", "1"], "--condition-dropout=1.0"), (["--init-from", str(tmp_path)], f"--init-from={tmp_path}: no text prior there")):
         with pytest.raises(SystemExit) as exit_info:
             train_novel_view_prior.parse_args(argv)
         assert exit_info.value.code == 2 and named in capsys.readouterr().err

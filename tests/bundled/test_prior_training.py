@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import train_prior  # noqa: E402
 
 from bundled.prior.dataset import DOMAINS, OBJECT_NAMES, RenderedSet, render_set  # noqa: E402
-from bundled.prior.training import TrainingRun  # noqa: E402
+from bundled.prior.training_run import TrainingRun  # noqa: E402
 from bundled.world.objects import OBJECTS  # noqa: E402
 from framework.guidance.prompts import VIEWS  # noqa: E402
 
@@ -176,12 +176,31 @@ def test_rendering_in_worker_processes_gives_the_same_images():
 
 def test_a_checkpoint_of_other_weights_or_other_optimiser_groups_is_refused_in_one_line(tmp_path):
     def run(modules: dict, groups: list) -> TrainingRun:
-        return TrainingRun(tmp_path / "checkpoint.pt", modules, torch.optim.AdamW(groups), torch.Generator().manual_seed(0), {"width": 2})
+        return TrainingRun(tmp_path / "checkpoint.pt", modules, torch.optim.AdamW(groups), torch.Generator().manual_seed(0), {"width": 2}, torch.device("cpu"))
 
     first, second = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
     run({"a": first}, [{"params": first.parameters()}]).save()
-    assert run({"a": first}, [{"params": first.parameters()}]).restore(torch.device("cpu"))
+    assert run({"a": first}, [{"params": first.parameters()}]).restore()
     with pytest.raises(SystemExit, match="optimised in 1 parameter group\\(s\\), this version of the script uses 2"):
-        run({"a": first}, [{"params": [first.weight]}, {"params": [first.bias]}]).restore(torch.device("cpu"))
+        run({"a": first}, [{"params": [first.weight]}, {"params": [first.bias]}]).restore()
     with pytest.raises(SystemExit, match="trained 2 weight tensors, this command trains 4"):
-        run({"a": first, "b": second}, [{"params": [*first.parameters(), *second.parameters()]}]).restore(torch.device("cpu"))
+        run({"a": first, "b": second}, [{"params": [*first.parameters(), *second.parameters()]}]).restore()
+
+
+def test_the_training_loop_checkpoints_stops_and_says_when_the_run_is_done(tmp_path, monkeypatch):
+    layer = torch.nn.Linear(2, 1)
+    run = TrainingRun(tmp_path / "checkpoint.pt", {"layer": layer}, torch.optim.SGD(layer.parameters(), lr=0.1), torch.Generator().manual_seed(0), {"width": 2}, torch.device("cpu"))
+    saved_at: list[int] = []
+    monkeypatch.setattr(run, "save", lambda: saved_at.append(run.step))
+
+    def step() -> dict[str, torch.Tensor]:
+        loss = layer(torch.ones(1, 2)).square().sum()
+        run.optimise(loss, 0.9)
+        return {"loss": loss}
+
+    assert not run.train(step, 7, "toy", stop_at_step=5, checkpoint_every=2)
+    assert run.step == 5 and saved_at == [2, 4, 5]  # every 2 steps, and where it stopped
+    assert run.train(step, 7, "toy", checkpoint_every=2)
+    assert run.step == 7 and saved_at[3:] == [6, 7]
+    assert not run.train(step, 9, "toy", time_limit_minutes=0.0)  # stops before a step, with a checkpoint
+    assert run.step == 7 and saved_at[-1] == 7
