@@ -1,4 +1,5 @@
-"""`experiment=mvdream` end to end at tiny sizes: 4-view sets every step, and an exact resume."""
+"""`experiment=mvdream` end to end at tiny sizes: 4-view sets every step, the point prior's start,
+and an exact resume."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import pytest
 import torch
 
 from framework.launch import build_system, run
+from framework.representations.point_prior_shape import PointPriorShape
 from framework.utils.checkpoint_io import load_checkpoint_file
 from tests.helpers import compose_config, tiny_overrides
 
@@ -14,9 +16,11 @@ def _overrides(run_dir, prior, max_steps: int = 4) -> list[str]:
     return ["experiment=mvdream", "prompt=a green mug", *tiny_overrides(run_dir, prior, max_steps)]
 
 
-def test_each_step_renders_one_view_set_per_batch_entry(tmp_path, tiny_multi_view_prior):
+def test_each_step_renders_one_view_set_per_batch_entry_from_the_point_priors_shape(tmp_path, tiny_multi_view_prior, sphere_point_prior):
     cfg = compose_config([*_overrides(tmp_path, tiny_multi_view_prior), "camera.batch_size=2"])
-    _, datamodule = build_system(cfg, torch.device("cpu"))
+    system, datamodule = build_system(cfg, torch.device("cpu"))
+    assert isinstance(system.representation.shape, PointPriorShape)
+    assert [(prompts, seed) for prompts, seed, _, _ in sphere_point_prior] == [(["a green mug"], 0)]
     cameras = datamodule.training_batch(0)
     assert datamodule.views_per_group == 4 and cameras.batch_size == 8
     torch.testing.assert_close(cameras.azimuth_deg.view(2, 4).diff(dim=1) % 360.0, torch.full((2, 3), 90.0))
@@ -25,7 +29,7 @@ def test_each_step_renders_one_view_set_per_batch_entry(tmp_path, tiny_multi_vie
 
 
 @pytest.mark.slow
-def test_tiny_mvdream_run_resumes_exactly(tmp_path, tiny_multi_view_prior):
+def test_tiny_mvdream_run_resumes_exactly(tmp_path, tiny_multi_view_prior, sphere_point_prior):
     straight = run(compose_config(_overrides(tmp_path / "straight", tiny_multi_view_prior)))
     assert (straight / "export/model.glb").is_file()
     run(compose_config(_overrides(tmp_path / "stopped", tiny_multi_view_prior, max_steps=2)))
