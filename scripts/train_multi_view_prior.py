@@ -45,12 +45,8 @@ from framework.guidance.prompts import view_captions  # noqa: E402
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work-dir", type=Path, default=Path("outputs/multi_view_prior"))
     parser.add_argument("--domain", choices=tuple(DOMAIN_PRIOR_DIRS), default="colour", help="what the prior learns: shaded colour renders, normal-depth maps or albedo (RichDreamer's priors)")
-    parser.add_argument("--export-dir", type=Path, default=None, help="default: the domain's bundled folder (bundled/multi_view_prior_weights for colour)")
     parser.add_argument("--init-from", type=Path, default=BUNDLED_PRIOR_DIR, help="the text prior folder to inflate, or a multi-view prior folder to fine-tune further")
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--batch-size", type=int, default=32, help="images per step (a multi-view step: batch-size / 4 view sets)")
     parser.add_argument(
         "--camera-x0-weight-floor",
         type=float,
@@ -60,24 +56,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--view-words-share", type=float, default=0.0, help="share of 4-view sets whose captions name each view's side (', back view'), so guidance.view_dependent=true can steer the orientation")
     parser.add_argument("--multi-view-share", type=float, default=0.7, help="share of steps on 4-view sets (the rest: single images)")
-    parser.add_argument("--lr", type=float, default=1.5e-4)
     parser.add_argument(
         "--camera-lr-scale",
         type=float,
         default=1.0,
         help="the camera embedding's learning rate as a multiple of --lr (it starts at zero and only the noisiest, least weighted timesteps need it)",
     )
-    parser.add_argument("--warmup-steps", type=int, default=50)
-    parser.add_argument("--ema-decay", type=float, default=0.998)
     parser.add_argument("--min-snr-gamma", type=float, default=5.0)
     parser.add_argument("--sets", type=int, default=3072, help="rendered 4-view sets")
     parser.add_argument("--dataset-size", type=int, default=12288, help="single renders (the text prior's data)")
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--render-workers", type=int, default=min(os.cpu_count() or 1, 8))
     parser.add_argument("--caption-dropout", type=float, default=0.1)
-    add_run_arguments(parser)
+    add_run_arguments(
+        parser,
+        work_dir="outputs/multi_view_prior",
+        export_dir=None,
+        steps=2000,
+        batch_size=32,  # a multi-view step: batch-size / 4 view sets
+        lr=1.5e-4,
+        warmup_steps=50,
+        export_dir_note=" (default: the domain's bundled folder, bundled/multi_view_prior_weights for colour)",
+    )
     args = parser.parse_args(argv)
-    require_positive(parser, args, "steps", "sets", "dataset_size", "resolution", "render_workers")
+    require_positive(parser, args, "sets", "dataset_size", "resolution", "render_workers")
     check_run_arguments(parser, args)
     if args.batch_size < NUM_VIEWS or args.batch_size % NUM_VIEWS:
         parser.error(f"--batch-size={args.batch_size} must be a positive multiple of {NUM_VIEWS} (whole view sets)")
@@ -157,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     command = state.credit(command, args.export_only)
 
     def export() -> None:
-        provenance = {"command": command, "history": state.history, "seed": args.seed, "steps": state.step, "batch_size": args.batch_size, "multi_view_share": args.multi_view_share, "sets": args.sets, "num_views": NUM_VIEWS, "domain": args.domain, "architecture": vars(arch), "device": state.trained_on}
+        provenance = {**state.provenance(command, args), "multi_view_share": args.multi_view_share, "sets": args.sets, "num_views": NUM_VIEWS, "domain": args.domain, "architecture": vars(arch)}
         with state.ema_weights():
             save_prior(args.export_dir, unet, text_encoder, build_tokenizer(), scheduler, provenance, class_name="BundledMultiViewPrior")
         print(f"exported the EMA weights at step {state.step} to {args.export_dir}")

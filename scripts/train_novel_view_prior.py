@@ -50,14 +50,7 @@ from framework.guidance.novel_view import clip_pixels  # noqa: E402
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work-dir", type=Path, default=Path("outputs/novel_view_prior"))
-    parser.add_argument("--export-dir", type=Path, default=NOVEL_VIEW_PRIOR_DIR)
     parser.add_argument("--init-from", type=Path, default=BUNDLED_PRIOR_DIR, help="text prior folder whose UNet starts the denoiser ('none': from scratch)")
-    parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--warmup-steps", type=int, default=100)
-    parser.add_argument("--ema-decay", type=float, default=0.998)
     parser.add_argument("--min-snr-gamma", type=float, default=5.0)
     parser.add_argument("--groups", type=int, default=2048, help="rendered (object, colour) groups")
     parser.add_argument("--views", type=int, default=6, help="renders per group; any two make a pair")
@@ -67,9 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--encoder-pretrain-lr", type=float, default=5e-4)
     parser.add_argument("--freeze-image-encoder", action="store_true", help="keep the (pretrained) image encoder fixed while the denoiser trains")
     parser.add_argument("--condition-dropout", type=float, default=0.1, help="share of rows with the image and pose zeroed (classifier-free guidance)")
-    add_run_arguments(parser)
+    add_run_arguments(parser, work_dir="outputs/novel_view_prior", export_dir=NOVEL_VIEW_PRIOR_DIR, steps=3000, batch_size=32, lr=2e-4, warmup_steps=100)
     args = parser.parse_args(argv)
-    require_positive(parser, args, "steps", "batch_size", "groups", "resolution", "render_workers")
+    require_positive(parser, args, "groups", "resolution", "render_workers")
     check_run_arguments(parser, args)
     if args.views < 2:
         parser.error(f"--views={args.views} must be at least 2 (a pair is two renders of one group)")
@@ -124,16 +117,11 @@ def main(argv: list[str] | None = None) -> None:
 
     def export() -> None:
         provenance = {
-            "command": command,
-            "history": state.history,
-            "seed": args.seed,
-            "steps": state.step,
-            "batch_size": args.batch_size,
+            **state.provenance(command, args),
             "groups": args.groups,
             "views": args.views,
             "held_out": [list(pair) for pair in HELD_OUT],
             "architecture": architecture_record(arch),
-            "device": state.trained_on,
         }
         with state.ema_weights():
             save_novel_view_prior(args.export_dir, unet, image_encoder, projection, scheduler, build_feature_extractor(arch), provenance)

@@ -33,16 +33,9 @@ _DEFAULT = PointCloudPriorArchitecture()
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work-dir", type=Path, default=Path("outputs/point_cloud_prior"))
-    parser.add_argument("--export-dir", type=Path, default=POINT_CLOUD_PRIOR_DIR)
-    parser.add_argument("--steps", type=int, default=4000)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=5e-4)
-    parser.add_argument("--warmup-steps", type=int, default=100)
-    parser.add_argument("--ema-decay", type=float, default=0.998)
     parser.add_argument("--caption-dropout", type=float, default=0.1, help="share of captions replaced by the zero embedding")
     parser.add_argument("--loss-weighting", choices=LOSS_WEIGHTINGS, default="x0", help="x0: the epsilon error weighted by 1/SNR (capped), which makes the caption count; epsilon: uniform, as Point-E")
-    add_run_arguments(parser, checkpoint_every_steps=100)
+    add_run_arguments(parser, work_dir="outputs/point_cloud_prior", export_dir=POINT_CLOUD_PRIOR_DIR, steps=4000, batch_size=16, lr=5e-4, warmup_steps=100, checkpoint_every_steps=100)
     parser.add_argument("--width", type=int, default=_DEFAULT.width)
     parser.add_argument("--layers", type=int, default=_DEFAULT.layers)
     parser.add_argument("--heads", type=int, default=_DEFAULT.heads)
@@ -50,14 +43,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--points", type=int, default=_DEFAULT.points, help="points per training cloud (the model's n_ctx)")
     parser.add_argument("--init-from", type=Path, default=None, help="a point prior folder of the same sizes whose weights start a new run, e.g. one trained on fewer --points (cheaper steps; the model has no positional embedding)")
     args = parser.parse_args(argv)
-    require_positive(parser, args, "steps", "batch_size", "width", "layers", "heads", "text_dim", "points")
+    require_positive(parser, args, "width", "layers", "heads", "text_dim", "points")
     check_run_arguments(parser, args)
     if args.width % args.heads:
         parser.error(f"--width={args.width} must be a multiple of --heads={args.heads}")
     if not 0.0 <= args.caption_dropout < 1.0:
         parser.error(f"--caption-dropout={args.caption_dropout} must be in [0, 1)")
-    if args.lr < 0 or args.warmup_steps < 0 or not 0.0 <= args.ema_decay < 1.0:
-        parser.error(f"--lr={args.lr} and --warmup-steps={args.warmup_steps} must be >= 0 and --ema-decay={args.ema_decay} in [0, 1)")
     return args
 
 
@@ -93,15 +84,10 @@ def main(argv: list[str] | None = None) -> None:
 
     def export() -> None:
         provenance = {
-            "command": command,
-            "history": state.history,
-            "seed": args.seed,
-            "steps": state.step,
-            "batch_size": args.batch_size,
+            **state.provenance(command, args),
             "caption_dropout": args.caption_dropout,
             "loss_weighting": args.loss_weighting,
             "architecture": vars(arch),
-            "device": state.trained_on,
             "date": utc_now(),
             **code_version(),
         }

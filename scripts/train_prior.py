@@ -63,13 +63,7 @@ def _object_weight(text: str) -> tuple[str, float]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work-dir", type=Path, default=Path("outputs/prior"))
-    parser.add_argument("--export-dir", type=Path, default=BUNDLED_PRIOR_DIR)
-    parser.add_argument("--steps", type=int, default=1600)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=5e-4)
-    parser.add_argument("--warmup-steps", type=int, default=100)
-    parser.add_argument("--ema-decay", type=float, default=0.998)
+    add_run_arguments(parser, work_dir="outputs/prior", export_dir=BUNDLED_PRIOR_DIR, steps=1600, batch_size=32, lr=5e-4, warmup_steps=100)
     parser.add_argument("--min-snr-gamma", type=float, default=5.0)
     parser.add_argument(
         "--x0-weight-floor",
@@ -119,7 +113,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="train the UNet only (fine-tuning: the words keep the embeddings that score distillation was measured with)",
     )
-    add_run_arguments(parser)
     parser.add_argument(
         "--init-from",
         type=Path,
@@ -144,7 +137,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{flag.replace('_', '-')}={getattr(args, flag)} must be positive")
     if not 0.0 <= args.normal_map_share < 1.0:
         parser.error(f"--normal-map-share={args.normal_map_share} must be in [0, 1)")
-    require_positive(parser, args, "steps", "batch_size", "dataset_size", "resolution", "render_workers", "normal_map_dataset_size")
+    require_positive(parser, args, "dataset_size", "resolution", "render_workers", "normal_map_dataset_size")
     check_run_arguments(parser, args)
     return args
 
@@ -258,17 +251,12 @@ def main(argv: list[str] | None = None) -> None:
 
     def export() -> None:
         provenance = {
-            "command": command,
-            "history": state.history,
-            "seed": args.seed,
-            "steps": state.step,
-            "batch_size": args.batch_size,
+            **state.provenance(command, args),
             "dataset_size": args.dataset_size,
             "normal_map_share": args.normal_map_share,
             "normal_map_dataset_size": args.normal_map_dataset_size if args.normal_map_share > 0 else 0,
             "object_weights": dict(args.object_weight),
             "architecture": vars(arch),
-            "device": state.trained_on,
         }
         with state.ema_weights():
             # A fresh tokenizer: the one used in training has padding switched on in its saved state.

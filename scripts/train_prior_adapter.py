@@ -47,25 +47,18 @@ LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work-dir", type=Path, default=Path("outputs/prior_adapter"))
     parser.add_argument("--domain", choices=tuple(CAPTION_PREFIXES), default="normal_map")
     parser.add_argument("--base", type=Path, default=BUNDLED_PRIOR_DIR, help="the prior folder the adapter is for (it is not changed)")
-    parser.add_argument("--export-dir", type=Path, default=BUNDLED_PRIOR_DIR, help="where the prior with its new adapter is written (the base's own folder by default)")
     parser.add_argument("--rank", type=int, default=16, help="LoRA rank")
     parser.add_argument("--targets", nargs="+", default=list(LORA_TARGETS), help="module names the LoRA wraps")
-    parser.add_argument("--steps", type=int, default=800)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--warmup-steps", type=int, default=50)
-    parser.add_argument("--ema-decay", type=float, default=0.998)
     parser.add_argument("--min-snr-gamma", type=float, default=5.0)
     parser.add_argument("--dataset-size", type=int, default=6144, help="renders of the domain")
     parser.add_argument("--caption-dropout", type=float, default=0.1)
     parser.add_argument("--plain-caption-prob", type=float, default=0.2)
     parser.add_argument("--render-workers", type=int, default=2)
-    add_run_arguments(parser)
+    add_run_arguments(parser, work_dir="outputs/prior_adapter", export_dir=BUNDLED_PRIOR_DIR, steps=800, batch_size=32, lr=1e-3, warmup_steps=50, export_dir_note=": the base folder with its new adapter")
     args = parser.parse_args(argv)
-    require_positive(parser, args, "rank", "steps", "batch_size", "dataset_size", "render_workers")
+    require_positive(parser, args, "rank", "dataset_size", "render_workers")
     check_run_arguments(parser, args)
     if not (args.base / "provenance.json").is_file():
         parser.error(f"--base={args.base}: no provenance.json there; is it an exported prior folder?")
@@ -104,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def export() -> None:
         provenance = json.loads((args.base / "provenance.json").read_text())
-        adapter = {"command": command, "history": state.history, "seed": args.seed, "steps": state.step, "batch_size": args.batch_size, "dataset_size": args.dataset_size, "rank": args.rank, "targets": sorted(args.targets), "caption_prefix": CAPTION_PREFIXES[args.domain], "device": state.trained_on}
+        adapter = {**state.provenance(command, args), "dataset_size": args.dataset_size, "rank": args.rank, "targets": sorted(args.targets), "caption_prefix": CAPTION_PREFIXES[args.domain]}
         provenance["adapters"] = {**provenance.get("adapters", {}), args.domain: adapter}
         with atomic_directory(args.export_dir) as tmp:
             for item in args.base.iterdir():

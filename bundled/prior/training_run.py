@@ -19,10 +19,29 @@ from framework.utils.atomic import atomic_path
 from framework.utils.devices import default_device
 
 
-def add_run_arguments(parser: argparse.ArgumentParser, checkpoint_every_steps: int | None = None) -> None:
-    """The seed, device, checkpoint, stop and export-only flags. Checkpoints come every
-    --checkpoint-minutes, or every --checkpoint-every steps when `checkpoint_every_steps` is given
-    (its default)."""
+def add_run_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    work_dir: str,
+    export_dir: Path | None,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    warmup_steps: int,
+    checkpoint_every_steps: int | None = None,
+    export_dir_note: str = "",
+) -> None:
+    """The flags every prior's training has, with the script's defaults: where it works and
+    exports, how long and how fast it trains, the seed and device, and when it checkpoints, stops
+    and exports. Checkpoints come every --checkpoint-minutes, or every --checkpoint-every steps
+    when `checkpoint_every_steps` is given (its default)."""
+    parser.add_argument("--work-dir", type=Path, default=Path(work_dir), help="its checkpoint and cached renders: the same command resumes from them")
+    parser.add_argument("--export-dir", type=Path, default=export_dir, help=f"where the EMA weights go when the last step is done{export_dir_note}")
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--batch-size", type=int, default=batch_size, help="images (point clouds) per step")
+    parser.add_argument("--lr", type=float, default=lr, help="peak learning rate (linear warm-up, then a cosine fall to a tenth)")
+    parser.add_argument("--warmup-steps", type=int, default=warmup_steps)
+    parser.add_argument("--ema-decay", type=float, default=0.998, help="the exported weights are this EMA of the trained ones")
     parser.add_argument("--seed", type=int, default=0)
     if checkpoint_every_steps is None:
         parser.add_argument("--checkpoint-minutes", type=float, default=5.0, help="minutes between checkpoints")
@@ -42,8 +61,12 @@ def require_positive(parser: argparse.ArgumentParser, args: argparse.Namespace, 
 
 
 def check_run_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """The flags of `add_run_arguments` in range, and --stop-at-step / --time-limit-minutes sane."""
-    require_positive(parser, args, "checkpoint_every" if hasattr(args, "checkpoint_every") else "checkpoint_minutes")
+    """The flags of `add_run_arguments` in range: one line naming the first that is not."""
+    require_positive(parser, args, "steps", "batch_size", "checkpoint_every" if hasattr(args, "checkpoint_every") else "checkpoint_minutes")
+    if args.lr < 0 or args.warmup_steps < 0:
+        parser.error(f"--lr={args.lr} and --warmup-steps={args.warmup_steps} must be 0 or more")
+    if not 0.0 <= args.ema_decay < 1.0:
+        parser.error(f"--ema-decay={args.ema_decay} must be in [0, 1)")
     if args.stop_at_step is not None and args.stop_at_step <= 0:
         parser.error(f"--stop-at-step={args.stop_at_step} must be positive")
     if args.time_limit_minutes is not None and args.time_limit_minutes < 0:
@@ -119,6 +142,10 @@ class TrainingRun:
         if self.history[-1:] != [command]:
             self.history.append(command)
         return command
+
+    def provenance(self, command: str, args: argparse.Namespace) -> dict:
+        """What every exported prior's provenance.json starts with (the script adds its own)."""
+        return {"command": command, "history": self.history, "seed": args.seed, "steps": self.step, "batch_size": args.batch_size, "device": self.trained_on}
 
     def save(self) -> None:
         record: dict = {name: module.state_dict() for name, module in self.modules.items()}

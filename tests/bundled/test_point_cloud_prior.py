@@ -191,6 +191,8 @@ def test_a_start_from_a_prior_of_other_sizes_is_refused(tmp_path):
         (train_point_cloud_prior, ["--steps", "0"], "--steps=0 must be positive"),
         (train_point_cloud_prior, ["--width", "10", "--heads", "4"], "--width=10 must be a multiple of --heads=4"),
         (train_point_cloud_prior, ["--caption-dropout", "1.5"], "--caption-dropout=1.5"),
+        (train_point_cloud_prior, ["--ema-decay", "1"], "--ema-decay=1.0 must be in [0, 1)"),
+        (train_point_cloud_prior, ["--lr", "-1"], "--lr=-1.0 and --warmup-steps=100 must be 0 or more"),
         (evaluate_script, ["--steps", "0"], "--steps=0 must be positive"),
         (evaluate_script, ["--objects", "cube", "cube"], "names one twice"),
         (evaluate_script, ["--objects", "teapot"], "'teapot'"),
