@@ -109,6 +109,8 @@ class TrainingRun:
                 raise SystemExit(f"--export-only: no checkpoint at {self.path}")
             return False
         state = torch.load(self.path, map_location=self.device, weights_only=True)
+        if not isinstance(state, dict) or "architecture" not in state:
+            raise SystemExit(f"{self.path} is not a training checkpoint of this version (it records no architecture): use another --work-dir")
         if state["architecture"] != self.architecture:
             raise SystemExit(f"{self.path} was trained with architecture {state['architecture']}: use another --work-dir")
         if len(state["ema"]) != len(self.ema):

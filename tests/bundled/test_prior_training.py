@@ -185,6 +185,9 @@ def test_a_checkpoint_of_other_weights_or_other_optimiser_groups_is_refused_in_o
         run({"a": first}, [{"params": [first.weight]}, {"params": [first.bias]}]).restore()
     with pytest.raises(SystemExit, match="trained 2 weight tensors, this command trains 4"):
         run({"a": first, "b": second}, [{"params": [*first.parameters(), *second.parameters()]}]).restore()
+    torch.save({"unet": first.state_dict(), "step": torch.tensor(3)}, tmp_path / "checkpoint.pt")  # as the first sessions wrote them
+    with pytest.raises(SystemExit, match=r"records no architecture\): use another --work-dir"):
+        run({"a": first}, [{"params": first.parameters()}]).restore()
 
 
 def test_the_training_loop_checkpoints_stops_and_says_when_the_run_is_done(tmp_path, monkeypatch):
