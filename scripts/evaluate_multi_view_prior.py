@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     prior = load_prior(args.prior, args.device)
-    channels = prior.unet.config.in_channels
+    channels = prior.unet.config.out_channels
     if channels != domain_channels(args.domain):
         print(f"error: --prior={args.prior} draws {channels}-channel images, not the {args.domain} domain's", file=sys.stderr)
         sys.exit(2)

@@ -4,7 +4,8 @@ procedural world).
     python scripts/train_multi_view_prior.py --work-dir outputs/mv_prior --steps 2000 [--device cuda --batch-size 128]
 
 The UNet gains a zero-initialised camera embedding and self-attention across the 4 views of a
-view set (bundled/prior/multi_view_model.py). Batches mix 4-view sets (orbit azimuths 90 degrees
+view set (bundled/prior/multi_view_model.py), and with `--camera-rays` input channels that read
+each view's ray map (framework/guidance/camera_rays.py). Batches mix 4-view sets (orbit azimuths 90 degrees
 apart, one random elevation; plain captions "a red mug", or with `--view-words-share` each view's
 caption naming the side its camera sees, as the text prior's) with single images of the text prior's
 data (its view-dependent captions, no camera, 2D attention), so the text prior's skills stay. The
@@ -30,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bundled.prior.dataset import COLOUR_NAMES, OBJECT_NAMES, RenderedSet, captions_for, domain_channels, render_set  # noqa: E402
 from bundled.prior.model import MAX_TOKENS, PriorArchitecture, build_scheduler, build_tokenizer  # noqa: E402
-from bundled.prior.multi_view_model import DOMAIN_PRIOR_DIRS, NUM_VIEWS, build_multi_view_unet, inflate_text_prior  # noqa: E402
+from bundled.prior.multi_view_model import DOMAIN_PRIOR_DIRS, NUM_VIEWS, build_multi_view_unet, inflate_text_prior, reads_camera_rays  # noqa: E402
 from bundled.prior.render_cache import cached_renders  # noqa: E402
 from bundled.prior.sampling import load_prior  # noqa: E402
 from bundled.prior.training import cosine_learning_rate, loss_weights  # noqa: E402
@@ -39,6 +40,7 @@ from bundled.prior.view_pairs import ViewGroups, render_view_groups  # noqa: E40
 from bundled.prior.weights import BUNDLED_PRIOR_DIR, project_relative, save_prior  # noqa: E402
 from bundled.world.objects import caption  # noqa: E402
 from framework.guidance.camera_condition import camera_condition  # noqa: E402
+from framework.guidance.camera_rays import with_camera_rays  # noqa: E402
 from framework.guidance.multi_view_attention import set_multi_view_attention  # noqa: E402
 from framework.guidance.prompts import view_captions  # noqa: E402
 
@@ -53,6 +55,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.0,
         help="the camera embedding learns from the x0 error weighted at least this much at every timestep (the rest of the UNet keeps min-SNR, "
         "which gives the noisiest timesteps, where a view set's orientation is chosen, almost no weight); 0: min-SNR for all",
+    )
+    parser.add_argument(
+        "--camera-rays",
+        action="store_true",
+        help="the UNet also reads each view's ray map as input channels (framework/guidance/camera_rays.py), which start at zero; "
+        "implied when --init-from reads them already",
+    )
+    parser.add_argument(
+        "--x0-weight-floor",
+        type=float,
+        default=0.0,
+        help="every multi-view sample's x0 error is weighted at least this much (min-SNR alone gives the noisiest timesteps, where the views' "
+        "orientation is chosen, almost none); 0: min-SNR",
     )
     parser.add_argument("--view-words-share", type=float, default=0.0, help="share of 4-view sets whose captions name each view's side (', back view'), so guidance.view_dependent=true can steer the orientation")
     parser.add_argument("--multi-view-share", type=float, default=0.7, help="share of steps on 4-view sets (the rest: single images)")
@@ -85,8 +100,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--batch-size={args.batch_size} must be a positive multiple of {NUM_VIEWS} (whole view sets)")
     if not 0.0 <= args.multi_view_share <= 1.0:
         parser.error(f"--multi-view-share={args.multi_view_share} must be in [0, 1]")
-    if args.camera_x0_weight_floor < 0:
-        parser.error(f"--camera-x0-weight-floor={args.camera_x0_weight_floor} must be >= 0")
+    for flag in ("camera_x0_weight_floor", "x0_weight_floor"):
+        if getattr(args, flag) < 0:
+            parser.error(f"--{flag.replace('_', '-')}={getattr(args, flag)} must be >= 0")
     if args.camera_lr_scale <= 0:
         parser.error(f"--camera-lr-scale={args.camera_lr_scale} must be positive")
     if not 0.0 <= args.view_words_share <= 1.0:
@@ -139,7 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     text_prior = load_prior(args.init_from)
     arch = PriorArchitecture(resolution=args.resolution)
-    unet = build_multi_view_unet(arch, domain_channels(args.domain)).to(device)
+    camera_rays = args.camera_rays or reads_camera_rays(text_prior.unet)
+    unet = build_multi_view_unet(arch, domain_channels(args.domain), camera_rays).to(device)
     text_encoder = text_prior.text_encoder.to(device).requires_grad_(False)
     tokenizer = build_tokenizer()
     scheduler = build_scheduler()
@@ -147,7 +164,12 @@ def main(argv: list[str] | None = None) -> None:
     camera = list(unet.class_embedding.parameters())
     others = [p for name, p in unet.named_parameters() if not name.startswith("class_embedding.")]
     optimizer = torch.optim.AdamW([{"params": others, "lr_scale": 1.0}, {"params": camera, "lr_scale": args.camera_lr_scale}], lr=args.lr, weight_decay=0.01)
-    architecture = {"unet": vars(arch), "num_views": NUM_VIEWS, **({"domain": args.domain} if args.domain != "colour" else {})}
+    architecture = {
+        "unet": vars(arch),
+        "num_views": NUM_VIEWS,
+        **({"domain": args.domain} if args.domain != "colour" else {}),
+        **({"camera_rays": True} if camera_rays else {}),
+    }
     state = TrainingRun(args.work_dir / "checkpoint.pt", {"unet": unet}, optimizer, torch.Generator().manual_seed(args.seed + 1), architecture, device)
     if not state.restore(required=args.export_only):
         inflate_text_prior(unet, text_prior.unet.to(device))
@@ -159,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     command = state.credit(command, args.export_only)
 
     def export() -> None:
-        provenance = {**state.provenance(command, args), "multi_view_share": args.multi_view_share, "sets": args.sets, "num_views": NUM_VIEWS, "domain": args.domain, "architecture": vars(arch)}
+        provenance = {**state.provenance(command, args), "multi_view_share": args.multi_view_share, "sets": args.sets, "num_views": NUM_VIEWS, "domain": args.domain, "architecture": vars(arch), "camera_rays": camera_rays}
         with state.ema_weights():
             save_prior(args.export_dir, unet, text_encoder, build_tokenizer(), scheduler, provenance, class_name="BundledMultiViewPrior")
         print(f"exported the EMA weights at step {state.step} to {args.export_dir}")
@@ -182,8 +204,9 @@ def main(argv: list[str] | None = None) -> None:
         )
     )
     scheduler.alphas_cumprod = scheduler.alphas_cumprod.to(device)
-    weight = loss_weights(scheduler.alphas_cumprod, args.min_snr_gamma, 0.0)
-    camera_gradient_scale = loss_weights(scheduler.alphas_cumprod, args.min_snr_gamma, args.camera_x0_weight_floor) / weight
+    single_weight = loss_weights(scheduler.alphas_cumprod, args.min_snr_gamma, 0.0)
+    set_weight = loss_weights(scheduler.alphas_cumprod, args.min_snr_gamma, args.x0_weight_floor)
+    camera_gradient_scale = loss_weights(scheduler.alphas_cumprod, args.min_snr_gamma, max(args.camera_x0_weight_floor, args.x0_weight_floor)) / set_weight
     reweigh_camera = CameraGradientReweighting(unet.class_embedding)
     generator = state.generator
 
@@ -208,9 +231,11 @@ def main(argv: list[str] | None = None) -> None:
         with torch.no_grad():
             embeddings = text_encoder(ids).last_hidden_state
         reweigh_camera.scale = camera_gradient_scale[timesteps] if multi_view and args.camera_x0_weight_floor > 0 else None
-        prediction = unet(scheduler.add_noise(x0, noise, timesteps), timesteps, encoder_hidden_states=embeddings, class_labels=cameras.to(device)).sample
+        cameras = cameras.to(device)
+        inputs = with_camera_rays(scheduler.add_noise(x0, noise, timesteps), cameras, unet.config.in_channels)
+        prediction = unet(inputs, timesteps, encoder_hidden_states=embeddings, class_labels=cameras).sample
         per_sample = F.mse_loss(prediction, scheduler.get_velocity(x0, noise, timesteps), reduction="none").mean(dim=(1, 2, 3))
-        loss = (per_sample * weight[timesteps]).mean()
+        loss = (per_sample * (set_weight if multi_view else single_weight)[timesteps]).mean()
         state.optimise(loss, args.ema_decay, clip_each_group=args.camera_x0_weight_floor > 0)
         return {"loss": loss, "views": NUM_VIEWS if multi_view else 1}
 

@@ -17,6 +17,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, T5EncoderModel
 
 from bundled.prior.model import MAX_TOKENS
 from bundled.prior.weights import BUNDLED_PRIOR_DIR
+from framework.guidance.camera_rays import with_camera_rays
 from framework.guidance.domain_adapters import DomainAdapters, load_domain_adapters
 
 SUBFOLDERS = ("unet", "text_encoder", "tokenizer", "scheduler")
@@ -112,7 +113,8 @@ def sample_images(
             step gave shape accuracy 0.68, guided only below t = 600 0.92 (README).
         cameras: [B, 16] camera inputs of a multi-view prior, one per prompt
             (`framework.guidance.multi_view.camera_condition`); its UNet's attention must group
-            the views (`set_multi_view_attention`) and `batch_size` hold whole groups.
+            the views (`set_multi_view_attention`) and `batch_size` hold whole groups. A UNet
+            with camera-ray channels (`framework.guidance.camera_rays`) reads their ray maps too.
 
     Returns:
         [B, H, W, 3] images in [0, 1], on the CPU.
@@ -132,7 +134,8 @@ def sample_images(
     scheduler = DDIMScheduler.from_config(prior.scheduler.config, timestep_spacing=timestep_spacing)
     scheduler.set_timesteps(steps)
     size = prior.resolution
-    noise = torch.randn(len(prompts), prior.unet.config.in_channels, size, size, generator=generator)
+    channels = prior.unet.config.out_channels
+    noise = torch.randn(len(prompts), channels, size, size, generator=generator)
     unconditional = encode_prompts(prior, [negative_prompt])
     # Each batch holds prompts of one domain: a domain adapter's run on its own UNet.
     domains = [prior.domain_adapters.domain_of(prompt) for prompt in prompts]
@@ -140,7 +143,7 @@ def sample_images(
     for domain in dict.fromkeys(domains):
         rows = [i for i, other in enumerate(domains) if other is domain]
         batches += [(domain, rows[start : start + batch_size]) for start in range(0, len(rows), batch_size)]
-    images = torch.empty(len(prompts), prior.unet.config.in_channels, size, size)
+    images = torch.empty(len(prompts), channels, size, size)
     bar = tqdm(total=len(batches) * steps, desc="sampling prior", unit="step", leave=False)
     for domain, rows in batches:
         unet = prior.unet if domain is None else domain.unet
@@ -151,10 +154,11 @@ def sample_images(
         both = torch.cat([labels, labels]) if labels is not None else None
         for t in scheduler.timesteps:
             if guidance_below_t is None or int(t) < guidance_below_t:
-                text_out, uncond_out = unet(torch.cat([x, x]), t, encoder_hidden_states=embeddings, class_labels=both).sample.chunk(2)
+                inputs = with_camera_rays(torch.cat([x, x]), both, unet.config.in_channels)
+                text_out, uncond_out = unet(inputs, t, encoder_hidden_states=embeddings, class_labels=both).sample.chunk(2)
                 prediction = uncond_out + guidance_scale * (text_out - uncond_out)
             else:
-                prediction = unet(x, t, encoder_hidden_states=text, class_labels=labels).sample
+                prediction = unet(with_camera_rays(x, labels, unet.config.in_channels), t, encoder_hidden_states=text, class_labels=labels).sample
             x = scheduler.step(prediction, t, x, eta=eta, generator=generator).prev_sample
             bar.update(1)
         images[rows] = x.cpu()

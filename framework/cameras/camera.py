@@ -69,6 +69,21 @@ def look_at(position: Tensor, target: Tensor | None = None) -> Tensor:
     return c2w
 
 
+def ray_directions(c2w: Tensor, focal: Tensor, height: int, width: int) -> Tensor:
+    """World-space unit directions [B, H, W, 3] through the pixel centres of cameras `c2w` [B, 4, 4]
+    with focal lengths `focal` [B] in pixels; row 0 is the top of the image, column 0 its left.
+    A zero rotation gives zero directions."""
+    focal = focal.view(-1, 1, 1)
+    rows = torch.arange(height, dtype=c2w.dtype, device=c2w.device) + 0.5
+    cols = torch.arange(width, dtype=c2w.dtype, device=c2w.device) + 0.5
+    v, u = torch.meshgrid(rows, cols, indexing="ij")
+    x = (u - 0.5 * width) / focal
+    y = -(v - 0.5 * height) / focal
+    directions_cam = torch.stack([x, y, -torch.ones_like(x)], dim=-1)  # [B, H, W, 3]
+    rotation = c2w[:, None, None, :3, :3]
+    return torch.nn.functional.normalize((rotation @ directions_cam[..., None])[..., 0], dim=-1)
+
+
 @dataclass(frozen=True)
 class CameraBatch:
     """A batch of pinhole cameras that all render at one resolution.
@@ -199,16 +214,7 @@ class CameraBatch:
 
         Row 0 is the top of the image, column 0 its left side.
         """
-        focal = self.focal_pixels().view(-1, 1, 1)
-        rows = torch.arange(self.height, dtype=self.c2w.dtype, device=self.device) + 0.5
-        cols = torch.arange(self.width, dtype=self.c2w.dtype, device=self.device) + 0.5
-        v, u = torch.meshgrid(rows, cols, indexing="ij")
-        x = (u - 0.5 * self.width) / focal
-        y = -(v - 0.5 * self.height) / focal
-        z = -torch.ones_like(x)
-        directions_cam = torch.stack([x, y, z], dim=-1)  # [B, H, W, 3]
-        rotation = self.c2w[:, None, None, :3, :3]
-        directions = torch.nn.functional.normalize((rotation @ directions_cam[..., None])[..., 0], dim=-1)
+        directions = ray_directions(self.c2w, self.focal_pixels(), self.height, self.width)
         origins = self.position[:, None, None, :].expand_as(directions)
         return origins, directions
 

@@ -1,6 +1,8 @@
 """SDS under a multi-view prior (MVDream): a text-to-image model whose UNet also reads each view's
 camera (a class embedding of the flattened camera-to-world matrix, diffusers'
-`class_embed_type="projection"`) and whose self-attention spans the views of a group
+`class_embed_type="projection"`; a UNet with three more input
+channels than it denoises also reads a map of the camera's rays,
+`framework.guidance.camera_rays`) and whose self-attention spans the views of a group
 (`framework.guidance.multi_view_attention`). The renders of one step come in groups of
 `num_views` cameras (`camera.views_per_group`), denoised together.
 
@@ -17,6 +19,7 @@ from diffusers import UNet2DConditionModel
 from torch import Tensor
 
 from framework.guidance.camera_condition import CAMERA_FEATURES, camera_condition
+from framework.guidance.camera_rays import with_camera_rays
 from framework.guidance.condition import Condition
 from framework.guidance.latent import LatentDiffusionGuidance
 from framework.guidance.multi_view_attention import set_multi_view_attention
@@ -58,7 +61,9 @@ class _MultiViewConditioning:
 
     def model_output(self, noisy: Tensor, timesteps: Tensor, *conditioning: Tensor) -> Tensor:
         text, cameras = conditioning
-        prediction = self.unet(noisy.to(self.device), timesteps, encoder_hidden_states=text, class_labels=cameras.to(text.dtype)).sample
+        cameras = cameras.to(text.dtype)
+        inputs = with_camera_rays(noisy.to(self.device), cameras, self.unet.config.in_channels)
+        prediction = self.unet(inputs, timesteps, encoder_hidden_states=text, class_labels=cameras).sample
         return prediction[:, : noisy.shape[1]]
 
 

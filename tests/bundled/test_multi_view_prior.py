@@ -18,7 +18,7 @@ from bundled.evaluation.multi_view_prior import evaluate_multi_view_prior, judge
 from bundled.evaluation.prior import PriorPrompt, build_references, score_plain  # noqa: E402
 from bundled.prior.dataset import COLOUR_NAMES, OBJECT_NAMES  # noqa: E402
 from bundled.prior.model import PriorArchitecture  # noqa: E402
-from bundled.prior.multi_view_model import DOMAIN_PRIOR_DIRS, MULTI_VIEW_PRIOR_DIR, build_multi_view_unet, inflate_text_prior  # noqa: E402
+from bundled.prior.multi_view_model import DOMAIN_PRIOR_DIRS, MULTI_VIEW_PRIOR_DIR, build_multi_view_unet, inflate_text_prior, reads_camera_rays  # noqa: E402
 from bundled.prior.sampling import load_prior  # noqa: E402
 from bundled.prior.view_pairs import ViewGroups, render_view_groups  # noqa: E402
 from bundled.world.objects import OBJECTS, caption  # noqa: E402
@@ -47,9 +47,10 @@ def test_interrupted_training_resumes_exactly_and_exports_a_loadable_prior(tmp_p
     index = json.loads((tmp_path / "straight/export/model_index.json").read_text())
     assert index["_class_name"] == "BundledMultiViewPrior"
 
-    further = ["--work-dir", str(tmp_path / "further"), "--export-dir", str(tmp_path / "further/export"), *common[:-1], str(tmp_path / "straight/export"), "--camera-lr-scale", "5", "--stop-at-step", "1"]
+    further = ["--work-dir", str(tmp_path / "further"), "--export-dir", str(tmp_path / "further/export"), *common[:-1], str(tmp_path / "straight/export"), "--camera-lr-scale", "5", "--camera-rays", "--x0-weight-floor", "1", "--stop-at-step", "1"]
     train_multi_view_prior.main(further)
     checkpoint = torch.load(tmp_path / "further/checkpoint.pt", weights_only=True)
+    assert checkpoint["architecture"]["camera_rays"] and checkpoint["unet"]["conv_in.weight"].shape[1] == 6
     straight_history = json.loads((tmp_path / "straight/export/provenance.json").read_text())["history"]
     assert checkpoint["history"][: len(straight_history)] == straight_history
     assert checkpoint["history"][len(straight_history)].startswith("(fine-tuned further from the multi-view prior at ")
@@ -147,6 +148,29 @@ def test_widening_a_prior_to_the_normal_depth_channels_keeps_what_it_predicts():
     assert not got[:, 3].any()
     with pytest.raises(ValueError, match="can only gain channels"):
         inflate_text_prior(build_multi_view_unet(arch), widened)
+
+
+def test_a_prior_made_to_read_camera_rays_predicts_what_it_did_until_trained():
+    """Ray channels start at zero: a colour prior made to read rays predicts what it did whatever
+    the rays; widened on to normal-depth, its ray weights stay on the rays; rays cannot be lost."""
+    torch.manual_seed(0)
+    arch = PriorArchitecture(resolution=16, text_width=32, text_layers=1, block_channels=(8, 16, 16, 16), attention_head_dim=8)
+    source, with_rays = build_multi_view_unet(arch), build_multi_view_unet(arch, camera_rays=True)
+    torch.nn.init.normal_(source.class_embedding.linear_2.weight, std=0.1)
+    inflate_text_prior(with_rays, source)
+    assert reads_camera_rays(with_rays) and not reads_camera_rays(source)
+    x, cameras, text = torch.randn(4, 3, 16, 16), torch.randn(4, 16), torch.randn(4, 12, 32)
+    with torch.no_grad():
+        want = source(x, 500, encoder_hidden_states=text, class_labels=cameras).sample
+        got = with_rays(torch.cat([x, torch.randn(4, 3, 16, 16)], dim=1), 500, encoder_hidden_states=text, class_labels=cameras).sample
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        torch.nn.init.normal_(with_rays.conv_in.weight[:, 3:], std=0.1)
+    normal_depth = build_multi_view_unet(arch, channels=4, camera_rays=True)
+    inflate_text_prior(normal_depth, with_rays)
+    assert torch.equal(normal_depth.conv_in.weight[:, 4:], with_rays.conv_in.weight[:, 3:]) and not normal_depth.conv_in.weight[:, 3].any()
+    with pytest.raises(ValueError, match="3 image and 3 ray channels, the new UNet 3 and 0; a prior can only gain channels"):
+        inflate_text_prior(build_multi_view_unet(arch), with_rays)
 
 
 def test_view_sets_of_the_normal_depth_and_albedo_domains():

@@ -10,13 +10,15 @@ from diffusers.models.attention_processor import Attention
 from safetensors.torch import save_file
 
 from bundled.prior.multi_view_model import build_multi_view_unet, inflate_text_prior
-from bundled.prior.sampling import load_prior
+from bundled.prior.model import build_scheduler, build_tokenizer
+from bundled.prior.sampling import load_prior, sample_images
+from bundled.prior.weights import save_prior
 from framework.cameras.distribution import OrbitDistribution
 from framework.guidance.condition import Condition
 from framework.guidance.camera_condition import camera_condition
 from framework.guidance.multi_view import MultiViewLatentGuidance, MultiViewPixelGuidance
 from framework.guidance.mvdream_checkpoint import load_mvdream_unet, mvdream_unet_config
-from framework.guidance.multi_view_attention import MultiViewAttnProcessor
+from framework.guidance.multi_view_attention import MultiViewAttnProcessor, set_multi_view_attention
 from framework.guidance.pixel import PixelDiffusionGuidance
 from tests.conftest import TINY_PIXEL
 from tests.ldm_layout import ldm_unet_state_dict
@@ -79,6 +81,27 @@ def test_multi_view_sds_reads_the_cameras_and_needs_whole_groups(tiny_multi_view
     with pytest.raises(ValueError, match="has no camera embedding"):
         MultiViewPixelGuidance(str(tiny_pixel_prior), device="cpu", embedding_cache_dir=None)
     assert isinstance(guidance, PixelDiffusionGuidance)
+
+
+def test_a_prior_that_reads_camera_rays_sees_them_in_sds_and_in_sampling(tiny_pixel_prior, tmp_path):
+    """With its camera embedding at zero, only the ray map carries the camera."""
+    text_prior = load_prior(tiny_pixel_prior)
+    unet = build_multi_view_unet(TINY_PIXEL, camera_rays=True)
+    inflate_text_prior(unet, text_prior.unet)
+    torch.nn.init.normal_(unet.conv_in.weight[:, 3:], std=0.5)
+    save_prior(tmp_path, unet, text_prior.text_encoder, build_tokenizer(), build_scheduler(), {"test": True}, class_name="BundledMultiViewPrior")
+    guidance = MultiViewPixelGuidance(str(tmp_path), num_views=2, guidance_scale=5.0, device="cpu", embedding_cache_dir=None)
+    cameras, other = (OrbitDistribution().sample_groups(2, 2, 32, torch.Generator().manual_seed(seed)) for seed in (0, 7))
+    noisy, t = torch.randn(4, 3, 32, 32), torch.full((4,), 500)
+    with torch.no_grad():
+        assert not torch.allclose(guidance.guided_noise(noisy, t, Condition(cameras, "a red cube")), guidance.guided_noise(noisy, t, Condition(other, "a red cube")))
+    rgb = torch.rand(4, 32, 32, 3, requires_grad=True)
+    guidance(rgb, Condition(cameras, "a red cube"), 0)["loss_sds"].backward()
+    assert torch.isfinite(rgb.grad).all()
+    prior = load_prior(tmp_path)
+    set_multi_view_attention(prior.unet, 2)
+    images = sample_images(prior, ["a red cube"] * 4, torch.Generator().manual_seed(0), steps=2, cameras=camera_condition(cameras))
+    assert images.shape == (4, 32, 32, 3)
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
