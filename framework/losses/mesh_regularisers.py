@@ -99,3 +99,29 @@ def sdf_sign_entropy(sdf: Tensor, edges: Tensor) -> Tensor:
     return F.binary_cross_entropy_with_logits(s_a, (s_b >= 0).to(s_a.dtype)) + F.binary_cross_entropy_with_logits(
         s_b, (s_a >= 0).to(s_b.dtype)
     )
+
+
+def initial_shape_hold(sdf: Tensor, initial_sdf: Tensor, margin: float) -> Tensor:
+    """Mean over grid vertices of how far each has crossed to the other side of the initial shape,
+    counting only vertices more than `margin` from its surface.
+
+    Linear rather than squared: a crossed vertex's SDF often sits just past zero, where a square
+    would give it no pull. Refinement near the starting surface is free; what SDS must not do unchecked is move the
+    surface far from a start that already has the right size (a torus's tube thinning away, a
+    shape shrinking): in the spirit of Latent-NeRF's sketch-shape loss, on a DMTet's grid.
+
+    Args:
+        sdf: [V] the grid's current signed distance, negative inside.
+        initial_sdf: [V] the signed distance of the shape the grid started from.
+        margin: distance from the initial surface within which vertices may change side freely.
+
+    Returns:
+        Scalar, zero while no vertex beyond the margin has changed side.
+    """
+    if sdf.ndim != 1 or sdf.shape != initial_sdf.shape:
+        raise ValueError(f"initial_shape_hold: sdf and initial_sdf must both be [V], got {tuple(sdf.shape)} and {tuple(initial_sdf.shape)}")
+    if margin < 0:
+        raise ValueError(f"initial_shape_hold: margin={margin} must be >= 0")
+    beyond_margin = (initial_sdf.abs() > margin).to(sdf.dtype)
+    crossed_by = torch.relu(-sdf * torch.sign(initial_sdf))
+    return (beyond_margin * crossed_by).mean()

@@ -7,7 +7,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from framework.cameras.batch import Batch
-from framework.losses.mesh_regularisers import laplacian_smoothness, normal_consistency, sdf_sign_entropy
+from framework.losses.mesh_regularisers import initial_shape_hold, laplacian_smoothness, normal_consistency, sdf_sign_entropy
 
 
 class OpacitySparsity:
@@ -56,3 +56,24 @@ class SdfSignEntropy:
 
     def __call__(self, render: dict, batch: Batch) -> Tensor:
         return sdf_sign_entropy(render["info"]["sdf"], render["info"]["edges"])
+
+
+class InitialShapeHold:
+    """A DMTet's grid SDF against the shape it started from (`initial_shape_hold`): vertices more
+    than `margin` from the starting surface are pulled back to their side of it.
+
+    Args:
+        margin: world units within which the surface moves freely (0.05: a quarter of the
+            bundled torus's tube radius, under one cell of the 32-cell CPU grid).
+    """
+
+    def __init__(self, margin: float = 0.05) -> None:
+        if margin < 0:
+            raise ValueError(f"InitialShapeHold margin={margin}: must be >= 0")
+        self.margin = margin
+
+    def __call__(self, render: dict, batch: Batch) -> Tensor:
+        initial_sdf = render["info"].get("initial_sdf")
+        if initial_sdf is None:
+            raise ValueError("initial_shape_hold needs a DMTet built with an initial shape (representation.init ellipsoid, mesh or shape), not init=none")
+        return initial_shape_hold(render["info"]["sdf"], initial_sdf, self.margin)

@@ -71,7 +71,7 @@ class DMTetRenderer(nn.Module):
             "depth": depth,
             "normal": normals * coverage,
             "albedo": albedo,
-            "info": {"vertices": vertices, "faces": faces, "sdf": sdf, "edges": dmtet.edges},
+            "info": {"vertices": vertices, "faces": faces, "sdf": sdf, "edges": dmtet.edges, "initial_sdf": dmtet.initial_sdf},
         }
 
 

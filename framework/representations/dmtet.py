@@ -102,17 +102,25 @@ class DMTet(nn.Module):
             self.vertex_sdf = nn.Parameter(torch.zeros(grid.shape[0]))
             self.vertex_deformation = nn.Parameter(torch.zeros(grid.shape[0], 3))
         self.colour = colour
+        initial: Callable[[Tensor], Tensor] | None = None
         if init == "ellipsoid":
-            self.fit_sdf(lambda points: ellipsoid_sdf(points, init_radii), init_fit_steps, seed)
+            initial = lambda points: ellipsoid_sdf(points, init_radii)  # noqa: E731
         elif init == "mesh":
             if init_path is None:
                 raise ValueError("DMTet init='mesh' needs init_path=<a mesh file>")
             vertices, faces = load_user_mesh(init_path, init_mesh_radius)
-            self.fit_sdf(sdf_from_occupancy(mesh_occupancy(vertices, faces, bound=scale), bound=scale), init_fit_steps, seed)
+            initial = sdf_from_occupancy(mesh_occupancy(vertices, faces, bound=scale), bound=scale)
         elif init == "shape":
             if init_shape is None:
                 raise ValueError("DMTet init='shape' needs init_shape=<a signed distance>, e.g. +shape@representation.init_shape=point_prior")
-            self.fit_sdf(init_shape, init_fit_steps, seed)
+            initial = init_shape
+        # The initial shape's SDF at the grid vertices, for `InitialShapeHold`; rebuilt at
+        # construction (a resumed run builds the same one), so not stored in checkpoints.
+        self.register_buffer("initial_sdf", None, persistent=False)
+        if initial is not None:
+            self.fit_sdf(initial, init_fit_steps, seed)
+            with torch.no_grad():
+                self.initial_sdf = initial(self.grid).float()
 
     def shape_state(self) -> dict[str, object]:
         """What checkpoints record: the grid, which the state dict does not hold."""

@@ -10,7 +10,7 @@ import pytest
 import torch
 import trimesh
 
-from framework.losses.mesh_regularisers import laplacian_smoothness, normal_consistency, sdf_sign_entropy
+from framework.losses.mesh_regularisers import initial_shape_hold, laplacian_smoothness, normal_consistency, sdf_sign_entropy
 from framework.representations.tetrahedral_grid import cube_tetrahedra, tet_edges
 
 
@@ -135,3 +135,24 @@ def test_sign_entropy_on_a_grid_shrinks_the_sdf_at_the_surface() -> None:
     stepped = sdf.detach() - 0.01 * sdf.grad
     assert (stepped[at_surface].abs() < sdf.detach()[at_surface].abs()).all()
     assert torch.equal(stepped < 0, sdf.detach() < 0)
+
+
+def test_initial_shape_hold_is_free_near_the_start_and_pulls_back_beyond_the_margin() -> None:
+    initial = torch.tensor([-0.30, -0.02, 0.02, 0.30])
+    unchanged = initial.clone().requires_grad_()
+    assert initial_shape_hold(unchanged, initial, margin=0.05).item() == 0.0
+    near_flipped = torch.tensor([-0.30, 0.02, -0.02, 0.30])  # only vertices within the margin crossed
+    assert initial_shape_hold(near_flipped, initial, margin=0.05).item() == 0.0
+    far_flipped = torch.tensor([0.10, -0.02, 0.02, -0.20], requires_grad=True)  # the deep vertices crossed
+    value = initial_shape_hold(far_flipped, initial, margin=0.05)
+    torch.testing.assert_close(value, torch.tensor((0.10 + 0.20) / 4))
+    value.backward()
+    # Descending the gradient sends each crossed vertex back towards its starting side.
+    assert far_flipped.grad[0] > 0 and far_flipped.grad[3] < 0 and far_flipped.grad[1:3].abs().sum() == 0
+
+
+def test_initial_shape_hold_refuses_mismatched_shapes_and_a_negative_margin() -> None:
+    with pytest.raises(ValueError, match=r"\[V\], got \(3,\) and \(4,\)"):
+        initial_shape_hold(torch.zeros(3), torch.zeros(4), margin=0.05)
+    with pytest.raises(ValueError, match="margin=-0.1"):
+        initial_shape_hold(torch.zeros(3), torch.zeros(3), margin=-0.1)
