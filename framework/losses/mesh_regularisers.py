@@ -105,10 +105,10 @@ def initial_shape_hold(sdf: Tensor, initial_sdf: Tensor, margin: float) -> Tenso
     """Mean over grid vertices of how far each has crossed to the other side of the initial shape,
     counting only vertices more than `margin` from its surface.
 
-    Linear rather than squared: a crossed vertex's SDF often sits just past zero, where a square
-    would give it no pull. Refinement near the starting surface is free; what SDS must not do unchecked is move the
-    surface far from a start that already has the right size (a torus's tube thinning away, a
-    shape shrinking): in the spirit of Latent-NeRF's sketch-shape loss, on a DMTet's grid.
+    Refinement near the starting surface is free; what SDS must not do unchecked is move the
+    surface far from a start that already has the right size (a thin part thinning away, a shape
+    shrinking): in the spirit of Latent-NeRF's sketch-shape loss, on a DMTet's grid. Linear rather
+    than squared: a crossed vertex's SDF often sits just past zero, where a square has no pull.
 
     Args:
         sdf: [V] the grid's current signed distance, negative inside.

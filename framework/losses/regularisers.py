@@ -63,8 +63,8 @@ class InitialShapeHold:
     than `margin` from the starting surface are pulled back to their side of it.
 
     Args:
-        margin: world units within which the surface moves freely (0.05: a quarter of the
-            bundled torus's tube radius, under one cell of the 32-cell CPU grid).
+        margin: world units within which the surface moves freely (0.05: under one cell of a
+            32-cell grid over [-1, 1]).
     """
 
     def __init__(self, margin: float = 0.05) -> None:

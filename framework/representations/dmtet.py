@@ -118,9 +118,7 @@ class DMTet(nn.Module):
         # construction (a resumed run builds the same one), so not stored in checkpoints.
         self.register_buffer("initial_sdf", None, persistent=False)
         if initial is not None:
-            self.fit_sdf(initial, init_fit_steps, seed)
-            with torch.no_grad():
-                self.initial_sdf = initial(self.grid).float()
+            self.initial_sdf = self.fit_sdf(initial, init_fit_steps, seed)
 
     def shape_state(self) -> dict[str, object]:
         """What checkpoints record: the grid, which the state dict does not hold."""
@@ -163,18 +161,18 @@ class DMTet(nn.Module):
         return self.colour.albedo(points)
 
     @torch.enable_grad()
-    def fit_sdf(self, target: Callable[[Tensor], Tensor], steps: int, seed: int = 0, lr: float = 0.01, points_per_step: int = 8192) -> None:
+    def fit_sdf(self, target: Callable[[Tensor], Tensor], steps: int, seed: int = 0, lr: float = 0.01, points_per_step: int = 8192) -> Tensor:
         """Make the SDF match `target` (points [N, 3] -> SDF [N]) and reset the deformation:
         per-vertex parameters are set, a field is fitted by `steps` Adam steps, each on
         `points_per_step` grid vertices jittered within a cell (weighted towards the surface,
-        where the sign decides the mesh)."""
+        where the sign decides the mesh). Returns the target at the grid's vertices [V]."""
         with torch.no_grad():
             target_at_grid = target(self.grid).float()
         if self.head is None:
             with torch.no_grad():
                 self.vertex_sdf.copy_(target_at_grid)
                 self.vertex_deformation.zero_()
-            return
+            return target_at_grid
         generator = torch.Generator().manual_seed(seed)
         jitter_scale = self.scale / self.resolution
         parameters = [*self.encoding.parameters(), *self.head.parameters()]
@@ -191,6 +189,7 @@ class DMTet(nn.Module):
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        return target_at_grid
 
 
 def load_user_mesh(path: str | Path, radius: float) -> tuple[Tensor, Tensor]:
