@@ -34,7 +34,7 @@ def test_mesh_losses_read_the_render_info(loss, function, fields) -> None:
 
 
 def test_initial_shape_hold_reads_the_dmtets_starting_sdf() -> None:
-    """The renderer hands on the SDF the grid started from; a shrunken grid is pulled back out."""
+    """The DMTet keeps the SDF it started from (the renderer passes it in `info`); a shrunken grid is pulled back out."""
     dmtet = DMTet(resolution=8, encoding=None, init_radii=(0.6, 0.6, 0.6))
     torch.testing.assert_close(dmtet.initial_sdf, dmtet.vertex_sdf.detach())
     with torch.no_grad():
